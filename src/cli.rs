@@ -1,0 +1,231 @@
+//! The command line: `tariff serve`, `tariff rules check`, `tariff quote`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use serde_json::Value;
+
+use crate::config::Config;
+use crate::money::UsdMicros;
+use crate::pricing::Decision;
+use crate::pricing::expr::{EvalInput, ExprEnv, RequestView};
+use crate::pricing::rules::{LoadOptions, load_dir};
+use crate::quote::json::parse_strict;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "tariff",
+    version,
+    about = "A seller-side x402 gateway: per-request prices, payments and credits",
+    long_about = "Tariff puts a per-request, context-dependent price on any HTTP API. \
+        Unpaid requests get HTTP 402 with x402 payment requirements (protocol v1 and v2).\n\n\
+        Configuration: a TOML file (--config or TARIFF_CONFIG) and TARIFF_* environment \
+        variables (TARIFF_LISTEN, TARIFF_UPSTREAM, TARIFF_RULES, TARIFF_REDIS_URL, \
+        TARIFF_DATABASE_URL, TARIFF_FINGERPRINT_KEY, TARIFF_NETWORK, TARIFF_PAY_TO)."
+)]
+pub struct Cli {
+    /// Config file (TOML); TARIFF_* environment variables override it.
+    #[arg(long, global = true, env = "TARIFF_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the gateway (in-memory quotes and an embedded SQLite unless Redis/PostgreSQL are configured).
+    Serve,
+    /// Work with pricing rule files.
+    Rules {
+        #[command(subcommand)]
+        command: RulesCommand,
+    },
+    /// Preview the price of a request and the rule that sets it; stores nothing.
+    Quote(QuoteArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RulesCommand {
+    /// Compile and check every rule file; print each route and its rules. Exit 1 on errors.
+    Check {
+        /// Rules directory (default: the configured one, else ./pricing-rules).
+        dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct QuoteArgs {
+    /// HTTP method.
+    #[arg(long, default_value = "GET")]
+    pub method: String,
+    /// Request path, with an optional query string: /search?q=bitcoin+price
+    #[arg(long)]
+    pub path: String,
+    /// JSON request body.
+    #[arg(long)]
+    pub body: Option<String>,
+    /// A request header, `name: value` (repeatable).
+    #[arg(long = "header", short = 'H')]
+    pub headers: Vec<String>,
+    /// Rules directory (default: the configured one).
+    #[arg(long)]
+    pub rules: Option<PathBuf>,
+}
+
+fn env_lookup(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+/// Runs the CLI; returns the process exit code.
+pub async fn run(cli: Cli) -> anyhow::Result<i32> {
+    let config = Config::load(cli.config.as_deref(), &env_lookup);
+    match cli.command {
+        Command::Serve => {
+            let config = config?;
+            crate::server::serve(config).await?;
+            Ok(0)
+        }
+        Command::Rules {
+            command: RulesCommand::Check { dir },
+        } => {
+            let (dir, max_price) = match (&dir, &config) {
+                (Some(d), Ok(c)) => (d.clone(), c.max_price),
+                (Some(d), Err(_)) => (d.clone(), UsdMicros(10_000_000)),
+                (None, Ok(c)) => (c.rules_dir.clone(), c.max_price),
+                (None, Err(e)) => anyhow::bail!("{e}"),
+            };
+            Ok(rules_check(&dir, max_price))
+        }
+        Command::Quote(args) => {
+            let config = config?;
+            quote_preview(&config, &args)
+        }
+    }
+}
+
+fn rules_check(dir: &std::path::Path, max_price: UsdMicros) -> i32 {
+    match load_dir(dir, &ExprEnv::new(), &LoadOptions { max_price }) {
+        Ok(set) => {
+            for route in &set.routes {
+                println!(
+                    "{}  {} {}  (max {}{})  [{}]",
+                    route.id,
+                    route.methods.join(","),
+                    route.path.as_str(),
+                    route.max,
+                    route
+                        .default
+                        .map(|d| format!(", default {d}"))
+                        .unwrap_or_default(),
+                    route.file.display()
+                );
+                for rule in &route.rules {
+                    let when = rule.when.as_ref().map_or("always", |w| w.source());
+                    println!("    {:<20} when {when}", rule.id);
+                }
+            }
+            println!(
+                "ok: {} route(s) in {} file(s)",
+                set.routes.len(),
+                set.files.len()
+            );
+            0
+        }
+        Err(errors) => {
+            for e in &errors.0 {
+                eprintln!("error: {e}");
+            }
+            eprintln!(
+                "{} error(s); the server will not start on these rules",
+                errors.0.len()
+            );
+            1
+        }
+    }
+}
+
+fn quote_preview(config: &Config, args: &QuoteArgs) -> anyhow::Result<i32> {
+    let dir = args
+        .rules
+        .clone()
+        .unwrap_or_else(|| config.rules_dir.clone());
+    let env = ExprEnv::new();
+    let set = load_dir(
+        &dir,
+        &env,
+        &LoadOptions {
+            max_price: config.max_price,
+        },
+    )
+    .map_err(|e| anyhow::anyhow!("pricing rules are invalid:\n{e}"))?;
+    let uri: axum::http::Uri = args
+        .path
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--path: {e}"))?;
+    let path = crate::http::request::canonical_path(&uri)
+        .map_err(|e| anyhow::anyhow!("--path: {}", e.message))?;
+    let (_, query) = crate::http::request::parse_query(&uri)
+        .map_err(|e| anyhow::anyhow!("--path: {}", e.message))?;
+    let method = args.method.to_ascii_uppercase();
+    let Some((route, params)) = set.match_route(&method, &path) else {
+        println!(
+            "no route prices {method} {path} (unpriced policy: {:?})",
+            config.unpriced
+        );
+        return Ok(2);
+    };
+    let body = match &args.body {
+        Some(b) => parse_strict(b.as_bytes()).map_err(|e| anyhow::anyhow!("--body: {e}"))?,
+        None => Value::Object(Default::default()),
+    };
+    let mut headers = BTreeMap::new();
+    for h in &args.headers {
+        let (k, v) = h
+            .split_once(':')
+            .ok_or_else(|| anyhow::anyhow!("--header `{h}`: expected `name: value`"))?;
+        let k = k.trim().to_ascii_lowercase();
+        if route.headers.contains(&k) {
+            headers.insert(k, v.trim().to_string());
+        }
+    }
+    let view = RequestView {
+        method: method.clone(),
+        path: path.clone(),
+        params,
+        query,
+        headers,
+        body_size: args.body.as_ref().map_or(0, |b| b.len() as u64),
+    };
+    let input = EvalInput {
+        request: &view,
+        body: &body,
+        response: None,
+    };
+    match route.decide(&env, &input) {
+        Ok(Decision::Free { rule }) => println!("route {}  rule {rule}  free", route.id),
+        Ok(Decision::Priced { rule, price }) => {
+            println!(
+                "route {}  rule {rule}  price {price} ({} micro-USD)",
+                route.id, price.0
+            );
+            for terms in &config.networks {
+                if let Some(units) = price.to_asset_units(terms.decimals) {
+                    println!(
+                        "    {}  {units} base units of {}",
+                        terms.network, terms.asset
+                    );
+                }
+            }
+        }
+        Ok(Decision::External { rule, pricer, .. }) => println!(
+            "route {}  rule {rule}  external pricer {} (fallback {})",
+            route.id, pricer.url, pricer.fallback
+        ),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(1);
+        }
+    }
+    Ok(0)
+}

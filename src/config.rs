@@ -1,0 +1,638 @@
+//! Configuration: an optional TOML file (`--config` / `TARIFF_CONFIG`) overlaid by `TARIFF_*`
+//! environment variables, validated once at start-up into [`Config`]. Every error names the
+//! setting and what is wrong with it.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::money::UsdMicros;
+use crate::pricing::expr::parse_usd;
+use crate::quote::FingerprintKey;
+use crate::x402::assets;
+use crate::x402::network::Network;
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8402";
+/// A recognisable placeholder payee for the demo configuration. Nobody holds its key: the
+/// server logs a warning and payments to it would be lost, so real deployments must set one.
+pub const DEMO_PAY_TO: &str = "0x000000000000000000000000000000000000dEaD";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{setting}: {message}")]
+    Invalid { setting: String, message: String },
+}
+
+fn invalid(setting: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        setting: setting.into(),
+        message: message.into(),
+    }
+}
+
+/// A value that must never reach a log line.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret<T>(T);
+
+impl<T> Secret<T> {
+    pub fn new(v: T) -> Self {
+        Secret(v)
+    }
+    pub fn expose(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T> fmt::Debug for Secret<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// What happens to a request that no pricing route matches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnpricedPolicy {
+    /// 404: only what the operator priced (or declared free) is reachable. The safe default:
+    /// a typo in a rule's path must not publish a paid endpoint for free.
+    Deny,
+    /// Forward to the upstream without payment.
+    Pass,
+}
+
+/// Payment terms on one network.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NetworkTerms {
+    pub network: Network,
+    pub asset: String,
+    pub decimals: u8,
+    pub eip712_name: String,
+    pub eip712_version: String,
+    pub pay_to: String,
+    pub max_timeout_seconds: u64,
+}
+
+#[derive(Debug)]
+pub struct Config {
+    pub listen: SocketAddr,
+    /// Base of the absolute resource URLs in 402s (`https://api.example.com`). Without it the
+    /// request's Host header is used.
+    pub public_url: Option<String>,
+    pub upstream: Option<String>,
+    pub upstream_timeout_ms: u64,
+    pub rules_dir: PathBuf,
+    pub redis_url: Option<Secret<String>>,
+    pub redis_prefix: String,
+    pub database_url: Option<Secret<String>>,
+    pub fingerprint_key: Secret<FingerprintKey>,
+    /// False when the key was generated at start-up (quotes then die with the process).
+    pub fingerprint_key_configured: bool,
+    pub unpriced: UnpricedPolicy,
+    pub max_body_bytes: usize,
+    pub quote_ttl_seconds: u64,
+    pub memory_quote_capacity: usize,
+    pub max_price: UsdMicros,
+    pub rules_reload_ms: u64,
+    pub networks: Vec<NetworkTerms>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    listen: Option<String>,
+    public_url: Option<String>,
+    upstream: Option<String>,
+    upstream_timeout_ms: Option<u64>,
+    rules_dir: Option<PathBuf>,
+    redis_url: Option<String>,
+    redis_prefix: Option<String>,
+    database_url: Option<String>,
+    fingerprint_key: Option<String>,
+    fingerprint_key_file: Option<PathBuf>,
+    unpriced: Option<UnpricedPolicy>,
+    max_body_bytes: Option<usize>,
+    #[serde(default)]
+    quotes: RawQuotes,
+    #[serde(default)]
+    pricing: RawPricing,
+    #[serde(default)]
+    networks: Vec<RawNetwork>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawQuotes {
+    ttl_seconds: Option<u64>,
+    memory_capacity: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPricing {
+    max_price: Option<String>,
+    reload_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+struct RawNetwork {
+    network: String,
+    pay_to: Option<String>,
+    asset: Option<String>,
+    decimals: Option<u8>,
+    eip712_name: Option<String>,
+    eip712_version: Option<String>,
+    max_timeout_seconds: Option<u64>,
+}
+
+/// Environment variables read by [`Config::load`]; the names are the documented interface.
+pub const ENV_VARS: &[(&str, &str)] = &[
+    ("TARIFF_CONFIG", "path of the TOML config file"),
+    ("TARIFF_LISTEN", "listen address (default 127.0.0.1:8402)"),
+    (
+        "TARIFF_PUBLIC_URL",
+        "public base URL used in 402 resource URLs",
+    ),
+    (
+        "TARIFF_UPSTREAM",
+        "upstream API base URL (reverse-proxy mode)",
+    ),
+    (
+        "TARIFF_RULES",
+        "pricing rules directory (default pricing-rules)",
+    ),
+    (
+        "TARIFF_REDIS_URL",
+        "Redis URL for quotes (default: in-memory store)",
+    ),
+    (
+        "TARIFF_DATABASE_URL",
+        "PostgreSQL or SQLite URL (default: SQLite file)",
+    ),
+    (
+        "TARIFF_FINGERPRINT_KEY",
+        "64 hex chars keying request hashes",
+    ),
+    (
+        "TARIFF_NETWORK",
+        "network of the default payment terms (default base-sepolia)",
+    ),
+    (
+        "TARIFF_PAY_TO",
+        "payee address for every configured network",
+    ),
+];
+
+impl Config {
+    /// Loads the file (if any) and applies the environment. `env` is injected so tests do not
+    /// touch the process environment.
+    pub fn load(
+        file: Option<&Path>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let file = file
+            .map(Path::to_path_buf)
+            .or_else(|| env("TARIFF_CONFIG").map(PathBuf::from));
+        let mut raw = match &file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                toml::from_str::<RawConfig>(&text).map_err(|e| ConfigError::Parse {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?
+            }
+            None => RawConfig::default(),
+        };
+        apply_env(&mut raw, env);
+        validate(raw)
+    }
+}
+
+fn apply_env(raw: &mut RawConfig, env: &dyn Fn(&str) -> Option<String>) {
+    let set = |slot: &mut Option<String>, name: &str| {
+        if let Some(v) = env(name).filter(|v| !v.is_empty()) {
+            *slot = Some(v);
+        }
+    };
+    set(&mut raw.listen, "TARIFF_LISTEN");
+    set(&mut raw.public_url, "TARIFF_PUBLIC_URL");
+    set(&mut raw.upstream, "TARIFF_UPSTREAM");
+    set(&mut raw.redis_url, "TARIFF_REDIS_URL");
+    set(&mut raw.database_url, "TARIFF_DATABASE_URL");
+    set(&mut raw.fingerprint_key, "TARIFF_FINGERPRINT_KEY");
+    if let Some(dir) = env("TARIFF_RULES").filter(|v| !v.is_empty()) {
+        raw.rules_dir = Some(PathBuf::from(dir));
+    }
+    if let Some(net) = env("TARIFF_NETWORK").filter(|v| !v.is_empty()) {
+        // TARIFF_NETWORK replaces the network list with one network on its defaults.
+        raw.networks = vec![RawNetwork {
+            network: net,
+            ..RawNetwork::default()
+        }];
+    }
+    if let Some(pay_to) = env("TARIFF_PAY_TO").filter(|v| !v.is_empty()) {
+        if raw.networks.is_empty() {
+            raw.networks.push(default_network());
+        }
+        for n in &mut raw.networks {
+            n.pay_to = Some(pay_to.clone());
+        }
+    }
+}
+
+fn default_network() -> RawNetwork {
+    RawNetwork {
+        network: "eip155:84532".into(),
+        ..RawNetwork::default()
+    }
+}
+
+fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
+    let listen_s = raw.listen.unwrap_or_else(|| DEFAULT_LISTEN.into());
+    let listen = listen_s.parse().map_err(|_| {
+        invalid(
+            "listen",
+            format!("`{listen_s}` is not an address like 127.0.0.1:8402"),
+        )
+    })?;
+    let public_url = raw
+        .public_url
+        .map(|u| check_http_url("public_url", &u))
+        .transpose()?;
+    let upstream = raw
+        .upstream
+        .map(|u| check_http_url("upstream", &u))
+        .transpose()?;
+    let redis_url = raw
+        .redis_url
+        .map(|u| {
+            if u.starts_with("redis://") || u.starts_with("rediss://") || u.starts_with("unix://") {
+                Ok(Secret::new(u))
+            } else {
+                Err(invalid(
+                    "redis_url",
+                    "must start with redis://, rediss:// or unix://",
+                ))
+            }
+        })
+        .transpose()?;
+    let database_url = raw
+        .database_url
+        .map(|u| {
+            if u.starts_with("postgres://")
+                || u.starts_with("postgresql://")
+                || u.starts_with("sqlite:")
+            {
+                Ok(Secret::new(u))
+            } else {
+                Err(invalid(
+                    "database_url",
+                    "must start with postgres://, postgresql:// or sqlite:",
+                ))
+            }
+        })
+        .transpose()?;
+
+    let key_hex = match (raw.fingerprint_key, raw.fingerprint_key_file) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                "fingerprint_key",
+                "set fingerprint_key or fingerprint_key_file, not both",
+            ));
+        }
+        (Some(k), None) => Some(k),
+        (None, Some(path)) => Some(std::fs::read_to_string(&path).map_err(|e| {
+            invalid(
+                "fingerprint_key_file",
+                format!("cannot read {}: {e}", path.display()),
+            )
+        })?),
+        (None, None) => None,
+    };
+    let (fingerprint_key, fingerprint_key_configured) = match key_hex {
+        Some(hex) => (
+            FingerprintKey::from_hex(&hex).map_err(|m| invalid("fingerprint_key", m))?,
+            true,
+        ),
+        // Instances sharing Redis must hash alike, or one instance's quotes are invisible to
+        // the others: a shared store without a shared key is a configuration error.
+        None if redis_url.is_some() => {
+            return Err(invalid(
+                "fingerprint_key",
+                "required when redis_url is set (every instance sharing Redis must use the same key); \
+                 generate one with `openssl rand -hex 32`",
+            ));
+        }
+        None => (FingerprintKey::random(), false),
+    };
+
+    let quote_ttl_seconds = raw.quotes.ttl_seconds.unwrap_or(300);
+    if !(10..=86_400).contains(&quote_ttl_seconds) {
+        return Err(invalid(
+            "quotes.ttl_seconds",
+            "must be between 10 and 86400",
+        ));
+    }
+    let memory_quote_capacity = raw.quotes.memory_capacity.unwrap_or(100_000);
+    if memory_quote_capacity == 0 {
+        return Err(invalid("quotes.memory_capacity", "must be at least 1"));
+    }
+    let max_body_bytes = raw.max_body_bytes.unwrap_or(64 * 1024);
+    if !(1024..=16 * 1024 * 1024).contains(&max_body_bytes) {
+        return Err(invalid(
+            "max_body_bytes",
+            "must be between 1024 and 16777216",
+        ));
+    }
+    let max_price = match raw.pricing.max_price {
+        Some(s) => {
+            UsdMicros(parse_usd(&s).map_err(|e| invalid("pricing.max_price", e.to_string()))?)
+        }
+        None => UsdMicros(10_000_000),
+    };
+    if max_price == UsdMicros::ZERO {
+        return Err(invalid("pricing.max_price", "must be above zero"));
+    }
+
+    let raw_networks = if raw.networks.is_empty() {
+        vec![default_network()]
+    } else {
+        raw.networks
+    };
+    let mut networks = Vec::with_capacity(raw_networks.len());
+    for (i, n) in raw_networks.into_iter().enumerate() {
+        let terms = network_terms(i, n, quote_ttl_seconds)?;
+        if networks
+            .iter()
+            .any(|t: &NetworkTerms| t.network == terms.network)
+        {
+            return Err(invalid(
+                format!("networks[{i}]"),
+                format!("{} is listed twice", terms.network),
+            ));
+        }
+        networks.push(terms);
+    }
+
+    Ok(Config {
+        listen,
+        public_url,
+        upstream,
+        upstream_timeout_ms: raw.upstream_timeout_ms.unwrap_or(30_000),
+        rules_dir: raw
+            .rules_dir
+            .unwrap_or_else(|| PathBuf::from("pricing-rules")),
+        redis_url,
+        redis_prefix: raw.redis_prefix.unwrap_or_else(|| "tariff:".into()),
+        database_url,
+        fingerprint_key: Secret::new(fingerprint_key),
+        fingerprint_key_configured,
+        unpriced: raw.unpriced.unwrap_or(UnpricedPolicy::Deny),
+        max_body_bytes,
+        quote_ttl_seconds,
+        memory_quote_capacity,
+        max_price,
+        rules_reload_ms: raw.pricing.reload_ms.unwrap_or(1000).max(100),
+        networks,
+    })
+}
+
+fn network_terms(i: usize, n: RawNetwork, quote_ttl: u64) -> Result<NetworkTerms, ConfigError> {
+    let at = |field: &str| format!("networks[{i}].{field}");
+    let network =
+        Network::parse_any(&n.network).map_err(|e| invalid(at("network"), e.to_string()))?;
+    if network.chain_id().is_none() {
+        return Err(invalid(
+            at("network"),
+            "only EVM (eip155) networks are supported",
+        ));
+    }
+    let known = assets::usdc_for(&network);
+    let asset = match n.asset.or_else(|| known.map(|k| k.address.to_string())) {
+        Some(a) => check_evm_address(&at("asset"), &a)?,
+        None => {
+            return Err(invalid(
+                at("asset"),
+                format!("required: no known USDC on {network}"),
+            ));
+        }
+    };
+    // A custom asset must bring its own EIP-712 domain and decimals: defaults from the known
+    // USDC would silently produce signatures the token rejects.
+    let known_same_asset = known.filter(|k| k.address.eq_ignore_ascii_case(&asset));
+    let need = |v: Option<String>, field: &str, default: Option<&'static str>| {
+        v.or(default.map(str::to_string)).ok_or_else(|| {
+            invalid(
+                at(field),
+                "required for an asset that is not the network's known USDC",
+            )
+        })
+    };
+    let eip712_name = need(
+        n.eip712_name,
+        "eip712_name",
+        known_same_asset.map(|k| k.eip712_name),
+    )?;
+    let eip712_version = need(
+        n.eip712_version,
+        "eip712_version",
+        known_same_asset.map(|k| k.eip712_version),
+    )?;
+    let decimals = match n.decimals.or(known_same_asset.map(|k| k.decimals)) {
+        Some(d) if d <= 36 => d,
+        Some(_) => return Err(invalid(at("decimals"), "must be at most 36")),
+        None => {
+            return Err(invalid(
+                at("decimals"),
+                "required for an asset that is not the network's known USDC",
+            ));
+        }
+    };
+    let pay_to = check_evm_address(&at("pay_to"), n.pay_to.as_deref().unwrap_or(DEMO_PAY_TO))?;
+    if pay_to == "0x0000000000000000000000000000000000000000" {
+        return Err(invalid(
+            at("pay_to"),
+            "the zero address cannot receive payments",
+        ));
+    }
+    let max_timeout_seconds = n.max_timeout_seconds.unwrap_or(quote_ttl);
+    if max_timeout_seconds == 0 || max_timeout_seconds > quote_ttl {
+        // The client signs validBefore = now + maxTimeoutSeconds; a quote that dies before its
+        // authorization would turn valid payments into "unknown quote".
+        return Err(invalid(
+            at("max_timeout_seconds"),
+            format!("must be between 1 and the quote lifetime ({quote_ttl} s)"),
+        ));
+    }
+    Ok(NetworkTerms {
+        network,
+        asset,
+        decimals,
+        eip712_name,
+        eip712_version,
+        pay_to,
+        max_timeout_seconds,
+    })
+}
+
+fn check_http_url(setting: &str, u: &str) -> Result<String, ConfigError> {
+    let trimmed = u.trim_end_matches('/');
+    let rest = trimmed
+        .strip_prefix("http://")
+        .or_else(|| trimmed.strip_prefix("https://"))
+        .ok_or_else(|| invalid(setting, format!("`{u}` must be an http:// or https:// URL")))?;
+    if rest.is_empty() || rest.contains(char::is_whitespace) {
+        return Err(invalid(setting, format!("`{u}` has no host")));
+    }
+    Ok(trimmed.to_string())
+}
+
+fn check_evm_address(setting: &str, a: &str) -> Result<String, ConfigError> {
+    let ok = a.len() == 42 && a.starts_with("0x") && a[2..].bytes().all(|b| b.is_ascii_hexdigit());
+    if ok {
+        Ok(a.to_string())
+    } else {
+        Err(invalid(
+            setting,
+            format!("`{a}` is not an EVM address (0x + 40 hex characters)"),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn load_env(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::load(None, &move |k| map.get(k).cloned())
+    }
+
+    fn err(vars: &[(&str, &str)]) -> String {
+        load_env(vars).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn defaults_serve_base_sepolia_usdc_in_memory() {
+        let c = load_env(&[]).unwrap();
+        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+        assert!(c.redis_url.is_none() && c.upstream.is_none());
+        assert!(!c.fingerprint_key_configured);
+        let n = &c.networks[0];
+        assert_eq!(n.network.to_string(), "eip155:84532");
+        assert_eq!(n.asset, "0x036CbD53842c5426634e7929541eC2318f3dCF7e");
+        assert_eq!(
+            (
+                n.eip712_name.as_str(),
+                n.eip712_version.as_str(),
+                n.decimals
+            ),
+            ("USDC", "2", 6)
+        );
+        assert_eq!(n.max_timeout_seconds, 300);
+        assert_eq!(c.unpriced, UnpricedPolicy::Deny);
+    }
+
+    #[test]
+    fn env_selects_base_mainnet_by_v1_name() {
+        let c = load_env(&[
+            ("TARIFF_NETWORK", "base"),
+            (
+                "TARIFF_PAY_TO",
+                "0x209693Bc6afc0C5328bA36FaF03C514EF312287C",
+            ),
+        ])
+        .unwrap();
+        let n = &c.networks[0];
+        assert_eq!(n.network.to_string(), "eip155:8453");
+        assert_eq!(n.eip712_name, "USD Coin");
+        assert_eq!(n.pay_to, "0x209693Bc6afc0C5328bA36FaF03C514EF312287C");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        assert!(err(&[("TARIFF_LISTEN", "nope")]).starts_with("listen:"));
+        assert!(err(&[("TARIFF_UPSTREAM", "ftp://x")]).starts_with("upstream:"));
+        assert!(err(&[("TARIFF_REDIS_URL", "redis://127.0.0.1")]).contains("fingerprint_key"));
+        assert!(err(&[("TARIFF_FINGERPRINT_KEY", "abcd")]).contains("32 bytes"));
+        assert!(err(&[("TARIFF_PAY_TO", "0x123")]).contains("pay_to"));
+        assert!(err(&[("TARIFF_NETWORK", "eip155:31337")]).contains("networks[0].asset"));
+        assert!(err(&[("TARIFF_NETWORK", "not a network")]).starts_with("networks[0].network"));
+        assert!(err(&[("TARIFF_DATABASE_URL", "mysql://x")]).starts_with("database_url"));
+    }
+
+    #[test]
+    fn file_with_unknown_field_is_refused_with_its_path() {
+        let dir = std::env::temp_dir().join(format!("tariff-cfg-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("tariff.toml");
+        std::fs::write(&path, "listen = \"127.0.0.1:9\"\nlisten_port = 3\n").unwrap();
+        let e = Config::load(Some(&path), &|_| None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("tariff.toml") && e.contains("listen_port"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn custom_chain_needs_its_own_token_terms() {
+        let dir = std::env::temp_dir().join(format!("tariff-cfg-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("tariff.toml");
+        std::fs::write(
+            &path,
+            r#"
+            [quotes]
+            ttl_seconds = 120
+            [[networks]]
+            network = "eip155:31337"
+            asset = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
+            decimals = 6
+            eip712_name = "USDC"
+            eip712_version = "2"
+            pay_to = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
+            "#,
+        )
+        .unwrap();
+        let c = Config::load(Some(&path), &|_| None).unwrap();
+        assert_eq!(c.networks[0].network.chain_id(), Some(31337));
+        assert_eq!(c.networks[0].max_timeout_seconds, 120);
+        std::fs::write(&path, "[[networks]]\nnetwork = \"eip155:31337\"\nasset = \"0x5FbDB2315678afecb367f032d93F642f64180aa3\"\n").unwrap();
+        let e = Config::load(Some(&path), &|_| None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("eip712_name"), "{e}");
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let c = load_env(&[
+            ("TARIFF_FINGERPRINT_KEY", &"ab".repeat(32)),
+            ("TARIFF_REDIS_URL", "redis://:hunter2@h:6379"),
+        ])
+        .unwrap();
+        let dbg = format!("{c:?}");
+        assert!(
+            !dbg.contains("hunter2") && !dbg.contains(&"ab".repeat(32)),
+            "{dbg}"
+        );
+    }
+}

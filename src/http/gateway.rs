@@ -1,0 +1,221 @@
+//! The gateway: every request that is not one of Tariff's own endpoints comes here.
+//!
+//! route match → read and parse (bounded) → price → free: forward | priced: fingerprint,
+//! quote, 402. Nothing reaches the upstream on a priced route without payment.
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde_json::Value;
+
+use super::AppState;
+use super::error::ApiError;
+use super::payment_required;
+use super::request::{
+    ParsedBody, canonical_path, check_content_length, declared_headers, parse_body, parse_query,
+};
+use crate::config::UnpricedPolicy;
+use crate::money::UsdMicros;
+use crate::pricing::Decision;
+use crate::pricing::expr::{EvalInput, RequestView};
+use crate::pricing::external::{PricerRequest, external_price};
+use crate::quote::{CanonicalBody, CanonicalRequest, QuoteRequest, RuleRef, fingerprint};
+
+pub async fn handle(State(state): State<AppState>, req: Request) -> Response {
+    match gateway(&state, req).await {
+        Ok(resp) => resp,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn gateway(state: &AppState, req: Request) -> Result<Response, ApiError> {
+    let (parts, body) = req.into_parts();
+    let path = canonical_path(&parts.uri)?;
+    let rules = state.rules.current();
+    let method = parts.method.as_str();
+    let Some((route, params)) = rules.match_route(method, &path) else {
+        return unpriced(state, parts, body, &path).await;
+    };
+
+    check_content_length(&parts.headers, state.config.max_body_bytes)?;
+    let bytes = axum::body::to_bytes(body, state.config.max_body_bytes)
+        .await
+        .map_err(|_| {
+            ApiError::too_large(format!(
+                "priced requests accept at most {} bytes",
+                state.config.max_body_bytes
+            ))
+        })?;
+    let (query_pairs, query) = parse_query(&parts.uri)?;
+    let headers = declared_headers(&parts.headers, &route.headers)?;
+    let parsed = parse_body(&parts.headers, &bytes)?;
+
+    let empty = Value::Object(Default::default());
+    let body_value = match &parsed {
+        ParsedBody::Json(v) => v,
+        _ => &empty,
+    };
+    let view = RequestView {
+        method: method.to_string(),
+        path: path.clone(),
+        params,
+        query,
+        headers: headers.iter().cloned().collect(),
+        body_size: bytes.len() as u64,
+    };
+    let input = EvalInput {
+        request: &view,
+        body: body_value,
+        response: None,
+    };
+    let decision = route.decide(state.rules.env(), &input).map_err(|e| {
+        state.metrics.pricing_errors.inc();
+        ApiError::internal("pricing_failed", e.to_string(), &e)
+    })?;
+    let (rule, price) = match decision {
+        Decision::Free { rule } => {
+            state.metrics.free_served.inc();
+            tracing::debug!(route = %route.id, %rule, "free rule");
+            return forward(state, &parts, &path, &query_pairs, bytes, &parsed).await;
+        }
+        Decision::Priced { rule, price } => (rule, price),
+        Decision::External {
+            rule,
+            pricer,
+            clamp,
+        } => {
+            let req = PricerRequest::new(&route.id, &rule, &view, body_value);
+            let (price, _source) = external_price(&state.http_client, &pricer, &clamp, &req).await;
+            (rule, price)
+        }
+    };
+    if price == UsdMicros::ZERO {
+        // A rule that computes zero for this request makes it free; an x402 offer of 0 is
+        // meaningless and some clients reject it.
+        state.metrics.free_served.inc();
+        return forward(state, &parts, &path, &query_pairs, bytes, &parsed).await;
+    }
+
+    let canonical_body = match &parsed {
+        ParsedBody::None => CanonicalBody::None,
+        ParsedBody::Json(v) => CanonicalBody::Json(v),
+        ParsedBody::Bytes => CanonicalBody::Bytes(&bytes),
+    };
+    let hash = fingerprint(
+        state.config.fingerprint_key.expose(),
+        &CanonicalRequest {
+            method,
+            path: &path,
+            query: &query_pairs,
+            headers: &headers,
+            body: canonical_body,
+        },
+    );
+    let issued = state
+        .quotes
+        .issue(QuoteRequest {
+            hash,
+            price,
+            rule: RuleRef {
+                route: route.id.clone(),
+                rule,
+            },
+            method,
+            path: &path,
+        })
+        .await
+        .map_err(|e| match e {
+            crate::quote::IssueError::Store(e) => {
+                state.metrics.store_errors.inc();
+                tracing::error!(error = %e, "quote store failed");
+                ApiError::unavailable(
+                    "quote_store_unavailable",
+                    "quotes cannot be stored right now; retry shortly",
+                )
+            }
+            other => ApiError::internal("quote_failed", other.to_string(), &other),
+        })?;
+    if issued.created {
+        state.metrics.quotes_created.inc();
+        if let Some(log) = &state.quote_log {
+            log.record(&issued.quote);
+        }
+    } else {
+        state.metrics.quotes_reused.inc();
+    }
+    let url = resource_url(state, &parts);
+    Ok(payment_required::render(&issued.quote, route, &url, None))
+}
+
+/// Requests no route prices: forwarded unpaid, or refused, as the operator configured.
+async fn unpriced(
+    state: &AppState,
+    parts: Parts,
+    body: Body,
+    path: &str,
+) -> Result<Response, ApiError> {
+    match state.config.unpriced {
+        UnpricedPolicy::Deny => Err(ApiError::not_found(
+            "no_route",
+            format!("no priced route for {} {path}", parts.method),
+        )),
+        UnpricedPolicy::Pass => {
+            let bytes = axum::body::to_bytes(body, state.config.max_body_bytes)
+                .await
+                .map_err(|_| ApiError::too_large("body too large"))?;
+            let (pairs, _) = parse_query(&parts.uri)?;
+            let parsed = parse_body(&parts.headers, &bytes).unwrap_or(ParsedBody::Bytes);
+            forward(state, &parts, path, &pairs, bytes, &parsed).await
+        }
+    }
+}
+
+async fn forward(
+    state: &AppState,
+    parts: &Parts,
+    path: &str,
+    query: &[(String, String)],
+    bytes: Bytes,
+    parsed: &ParsedBody,
+) -> Result<Response, ApiError> {
+    let json = match parsed {
+        ParsedBody::Json(v) => Some(v),
+        _ => None,
+    };
+    state
+        .upstream
+        .forward(parts, path, query, bytes, json)
+        .await
+}
+
+/// The absolute URL of the resource, for the 402's `resource`: the configured public base,
+/// else the Host the client used.
+fn resource_url(state: &AppState, parts: &Parts) -> String {
+    let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    if let Some(base) = &state.config.public_url {
+        return format!("{base}{path_and_query}");
+    }
+    let host = host(&parts.headers).unwrap_or_else(|| state.config.listen.to_string());
+    let scheme = match parts
+        .headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+    {
+        Some("https") => "https",
+        _ => "http",
+    };
+    format!("{scheme}://{host}{path_and_query}")
+}
+
+fn host(headers: &HeaderMap) -> Option<String> {
+    let h = headers.get(header::HOST)?.to_str().ok()?;
+    // Only a plausible host[:port] goes into a URL we hand to clients.
+    let ok = !h.is_empty()
+        && h.len() <= 255
+        && h.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b));
+    ok.then(|| h.to_string())
+}

@@ -1,0 +1,59 @@
+//! HTTP: axum routes. `app(state)` is the one router, used by `main` and by the tests.
+
+pub mod demo;
+pub mod error;
+pub mod gateway;
+pub mod ops;
+pub mod payment_required;
+pub mod request;
+pub mod upstream;
+
+use std::ops::Deref;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::get;
+
+use crate::config::Config;
+use crate::db::QuoteLog;
+use crate::pricing::RulesHandle;
+use crate::quote::QuoteEngine;
+pub use error::ApiError;
+pub use upstream::Upstream;
+
+/// Everything a request needs, shared.
+#[derive(Clone)]
+pub struct AppState(Arc<StateInner>);
+
+pub struct StateInner {
+    pub config: Arc<Config>,
+    pub rules: RulesHandle,
+    pub quotes: QuoteEngine,
+    pub upstream: Upstream,
+    /// For outbound calls Tariff makes itself (external pricer).
+    pub http_client: reqwest::Client,
+    pub quote_log: Option<QuoteLog>,
+    pub metrics: ops::Metrics,
+}
+
+impl AppState {
+    pub fn new(inner: StateInner) -> Self {
+        AppState(Arc::new(inner))
+    }
+}
+
+impl Deref for AppState {
+    type Target = StateInner;
+    fn deref(&self) -> &StateInner {
+        &self.0
+    }
+}
+
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/health", get(ops::health))
+        .route("/ready", get(ops::ready))
+        .route("/metrics", get(ops::metrics))
+        .fallback(gateway::handle)
+        .with_state(state)
+}

@@ -1,0 +1,14 @@
+//! Tariff: a seller-side x402 gateway that quotes each request, takes payment and keeps credits.
+//!
+//! Dependencies point one way: `http` → domain (`quote`, `pricing`, …) → `x402` (wire types).
+
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod http;
+pub mod money;
+pub mod pricing;
+pub mod quote;
+pub mod server;
+pub mod time;
+pub mod x402;

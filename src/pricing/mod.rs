@@ -1,0 +1,11 @@
+//! Pricing: operator rules (CEL expressions in `pricing-rules/*.toml`), compiled and checked at
+//! load, evaluated per request, reloaded on change.
+
+pub mod expr;
+pub mod external;
+pub mod reload;
+pub mod route_path;
+pub mod rules;
+
+pub use reload::RulesHandle;
+pub use rules::{Decision, LoadOptions, PricingError, Route, RuleError, RuleErrors, RuleSet};

@@ -1,0 +1,87 @@
+//! Issuing quotes: turn a price into offers on every configured network and store the quote
+//! under the request's hash, or find the one already open for it.
+
+use super::model::{Offer, Quote, QuoteId, RequestHash, RuleRef};
+use super::store::{AnyQuoteStore, QuoteStore, StoreError};
+use crate::config::NetworkTerms;
+use crate::money::UsdMicros;
+use crate::time::Clock;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IssueError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("price {price} cannot be expressed in the base units of {network}")]
+    Overflow { price: UsdMicros, network: String },
+}
+
+#[derive(Clone)]
+pub struct QuoteEngine {
+    pub store: AnyQuoteStore,
+    pub terms: Vec<NetworkTerms>,
+    pub ttl_seconds: u64,
+    pub clock: Clock,
+}
+
+/// What to quote: the request and the price the rules gave it.
+pub struct QuoteRequest<'a> {
+    pub hash: RequestHash,
+    pub price: UsdMicros,
+    pub rule: RuleRef,
+    pub method: &'a str,
+    pub path: &'a str,
+}
+
+/// A quote, and whether this call created it (false: an open quote was already there).
+pub struct Issued {
+    pub quote: Quote,
+    pub created: bool,
+}
+
+impl QuoteEngine {
+    pub fn offers(&self, price: UsdMicros) -> Result<Vec<Offer>, IssueError> {
+        self.terms
+            .iter()
+            .map(|t| {
+                let amount =
+                    price
+                        .to_asset_units(t.decimals)
+                        .ok_or_else(|| IssueError::Overflow {
+                            price,
+                            network: t.network.to_string(),
+                        })?;
+                Ok(Offer {
+                    network: t.network.clone(),
+                    asset: t.asset.clone(),
+                    amount: amount.to_string(),
+                    pay_to: t.pay_to.clone(),
+                    max_timeout_seconds: t.max_timeout_seconds,
+                    eip712_name: t.eip712_name.clone(),
+                    eip712_version: t.eip712_version.clone(),
+                })
+            })
+            .collect()
+    }
+
+    /// Returns the open quote for `req.hash`, creating it (atomically, across instances) if
+    /// there is none. A quote already open keeps its price even if the rules changed since:
+    /// the buyer may be signing for it right now.
+    pub async fn issue(&self, req: QuoteRequest<'_>) -> Result<Issued, IssueError> {
+        let now = self.clock.now();
+        let candidate = Quote {
+            id: QuoteId::random(),
+            request_hash: req.hash,
+            price: req.price,
+            rule: req.rule,
+            method: req.method.to_string(),
+            path: req.path.to_string(),
+            offers: self.offers(req.price)?,
+            created_at: now,
+            expires_at: now.plus_secs(self.ttl_seconds),
+        };
+        let id = candidate.id.clone();
+        let quote = self.store.get_or_insert(candidate).await?;
+        let created = quote.id == id;
+        Ok(Issued { quote, created })
+    }
+}

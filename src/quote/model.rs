@@ -1,0 +1,175 @@
+//! The quote: what one specific request costs, on which networks, until when.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::money::UsdMicros;
+use crate::time::UnixMillis;
+use crate::x402::Network;
+
+/// The keyed blake3 hash of a request's canonical form. It names the request.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RequestHash(pub [u8; 32]);
+
+impl RequestHash {
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+    pub fn from_hex(s: &str) -> Option<RequestHash> {
+        let bytes = hex::decode(s).ok()?;
+        Some(RequestHash(bytes.try_into().ok()?))
+    }
+}
+
+impl fmt::Debug for RequestHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RequestHash({})", self.to_hex())
+    }
+}
+
+impl fmt::Display for RequestHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl Serialize for RequestHash {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de> Deserialize<'de> for RequestHash {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        RequestHash::from_hex(&s).ok_or_else(|| serde::de::Error::custom("bad request hash"))
+    }
+}
+
+/// A quote id: `q_` followed by 32 lowercase hex characters (128 random bits). Clients echo it,
+/// so parsing is strict.
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct QuoteId(String);
+
+impl QuoteId {
+    const PREFIX: &'static str = "q_";
+
+    pub fn random() -> QuoteId {
+        let bits: u128 = rand::random();
+        QuoteId(format!("{}{bits:032x}", Self::PREFIX))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for QuoteId {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let ok = s.len() == Self::PREFIX.len() + 32
+            && s.starts_with(Self::PREFIX)
+            && s[Self::PREFIX.len()..]
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if ok {
+            Ok(QuoteId(s))
+        } else {
+            Err(format!("`{s}` is not a quote id (q_ + 32 hex characters)"))
+        }
+    }
+}
+
+impl From<QuoteId> for String {
+    fn from(q: QuoteId) -> String {
+        q.0
+    }
+}
+
+impl fmt::Debug for QuoteId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Display for QuoteId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One way to pay a quote: an amount of one asset on one network, to one address.
+/// Everything the x402 `PaymentRequirements` need is here, so the 402 for a stored quote renders
+/// identically every time (v2 clients echo it back and it is compared field by field).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Offer {
+    /// CAIP-2 network id, e.g. `eip155:8453`.
+    pub network: Network,
+    /// Token contract address.
+    pub asset: String,
+    /// Base units of `asset`, as a decimal string (the wire form).
+    pub amount: String,
+    pub pay_to: String,
+    pub max_timeout_seconds: u64,
+    /// EIP-712 domain name and version of the token (USDC on Base: "USD Coin", "2").
+    pub eip712_name: String,
+    pub eip712_version: String,
+}
+
+/// Which route and rule produced a price.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleRef {
+    pub route: String,
+    pub rule: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quote {
+    pub id: QuoteId,
+    pub request_hash: RequestHash,
+    pub price: UsdMicros,
+    pub rule: RuleRef,
+    pub method: String,
+    pub path: String,
+    pub offers: Vec<Offer>,
+    pub created_at: UnixMillis,
+    pub expires_at: UnixMillis,
+}
+
+impl Quote {
+    pub fn is_open_at(&self, now: UnixMillis) -> bool {
+        now < self.expires_at
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quote_ids_parse_strictly() {
+        let id = QuoteId::random();
+        assert_eq!(QuoteId::try_from(id.to_string()).unwrap(), id);
+        for bad in [
+            "",
+            "q_",
+            "q_0123",
+            "Q_0123456789abcdef0123456789abcdef",
+            "q_0123456789ABCDEF0123456789abcdef",
+            "q_0123456789abcdef0123456789abcdeg",
+            "q_0123456789abcdef0123456789abcdef0",
+        ] {
+            assert!(QuoteId::try_from(bad.to_string()).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn request_hash_round_trips_as_hex() {
+        let h = RequestHash([0xab; 32]);
+        let json = serde_json::to_string(&h).unwrap();
+        assert_eq!(json, format!("\"{}\"", "ab".repeat(32)));
+        assert_eq!(serde_json::from_str::<RequestHash>(&json).unwrap(), h);
+        assert!(RequestHash::from_hex("abc").is_none());
+    }
+}

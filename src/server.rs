@@ -1,0 +1,151 @@
+//! Building the application state from a config and running the server.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::config::{Config, DEMO_PAY_TO};
+use crate::db::{Db, QuoteLog};
+use crate::http::{AppState, StateInner, Upstream, app};
+use crate::pricing::expr::ExprEnv;
+use crate::pricing::{LoadOptions, RulesHandle};
+use crate::quote::{AnyQuoteStore, MemoryQuoteStore, QuoteEngine, RedisQuoteStore};
+use crate::time::Clock;
+
+/// Options that are not part of the config (test hooks).
+#[derive(Clone, Debug, Default)]
+pub struct BuildOptions {
+    pub clock: Clock,
+    /// Where the embedded SQLite lives when no database URL is configured.
+    pub data_dir: Option<PathBuf>,
+    /// Skip the database entirely (previews and tests that do not need it).
+    pub without_db: bool,
+}
+
+pub fn load_rules(config: &Config) -> Result<RulesHandle, crate::pricing::RuleErrors> {
+    RulesHandle::load(
+        &config.rules_dir,
+        ExprEnv::new(),
+        LoadOptions {
+            max_price: config.max_price,
+        },
+    )
+}
+
+/// Connects everything the config names. Fails (with the reason) rather than starting half-way.
+pub async fn build_state(config: Config, opts: BuildOptions) -> anyhow::Result<AppState> {
+    let rules =
+        load_rules(&config).map_err(|e| anyhow::anyhow!("pricing rules are invalid:\n{e}"))?;
+    let store = match &config.redis_url {
+        Some(url) => AnyQuoteStore::Redis(
+            RedisQuoteStore::connect(url.expose(), &config.redis_prefix)
+                .await
+                .context("connecting to Redis (TARIFF_REDIS_URL)")?,
+        ),
+        None => AnyQuoteStore::Memory(MemoryQuoteStore::new(
+            config.memory_quote_capacity,
+            opts.clock.clone(),
+        )),
+    };
+    let quote_log = if opts.without_db {
+        None
+    } else {
+        let db = match &config.database_url {
+            Some(url) => Db::connect(url.expose())
+                .await
+                .context("connecting to the database (TARIFF_DATABASE_URL)")?,
+            None => {
+                let dir = opts
+                    .data_dir
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from(".tariff"));
+                Db::embedded(&dir)
+                    .await
+                    .context("opening the embedded SQLite database")?
+            }
+        };
+        Some(QuoteLog::spawn(db))
+    };
+    let upstream = match &config.upstream {
+        Some(base) => Upstream::proxy(base, Duration::from_millis(config.upstream_timeout_ms))?,
+        None => Upstream::Demo,
+    };
+    let http_client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    let quotes = QuoteEngine {
+        store,
+        terms: config.networks.clone(),
+        ttl_seconds: config.quote_ttl_seconds,
+        clock: opts.clock,
+    };
+    Ok(AppState::new(StateInner {
+        config: Arc::new(config),
+        rules,
+        quotes,
+        upstream,
+        http_client,
+        quote_log,
+        metrics: Default::default(),
+    }))
+}
+
+/// Runs until Ctrl-C / SIGTERM.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let listen = config.listen;
+    let reload = Duration::from_millis(config.rules_reload_ms);
+    warn_about_demo_settings(&config);
+    let state = build_state(config, BuildOptions::default()).await?;
+    let _watcher = state.rules.spawn_watcher(reload);
+    let routes = state.rules.current().routes.len();
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    tracing::info!(
+        %listen,
+        routes,
+        quote_store = state.quotes.store.backend_name(),
+        upstream = if state.config.upstream.is_some() { "proxy" } else { "demo" },
+        "tariff serving"
+    );
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    Ok(())
+}
+
+fn warn_about_demo_settings(config: &Config) {
+    if config
+        .networks
+        .iter()
+        .any(|n| n.pay_to.eq_ignore_ascii_case(DEMO_PAY_TO))
+    {
+        tracing::warn!(
+            "no pay_to configured: quotes name the demo address {DEMO_PAY_TO}; set TARIFF_PAY_TO before taking payments"
+        );
+    }
+    if !config.fingerprint_key_configured {
+        tracing::warn!(
+            "no fingerprint key configured: a random one is used, so open quotes do not survive a restart"
+        );
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}

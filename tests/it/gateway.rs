@@ -1,0 +1,247 @@
+//! The unpaid path through the real router: prices from the demo rules, quote reuse, and every
+//! refusal with its status and code.
+
+use axum::body::Body;
+use axum::http::Request;
+
+use crate::harness::{TestApp, repo_rules};
+
+async fn demo() -> TestApp {
+    TestApp::start(&repo_rules(), &[]).await
+}
+
+#[tokio::test]
+async fn demo_queries_get_context_dependent_prices() {
+    let app = demo().await;
+    let simple = app.get("/search?q=bitcoin+price").await;
+    assert_eq!(simple.status, 402);
+    assert_eq!(simple.amount(), 20_000, "simple lookup is $0.02");
+
+    let aggregate = app.get("/search?q=P%2FS+and+P%2FF+of+Uniswap").await;
+    assert_eq!(aggregate.status, 402);
+    assert_eq!(aggregate.amount(), 50_000, "aggregate metric is $0.05");
+
+    let two = app
+        .post_json("/search", r#"{"query":"compare","documents":["a","b"]}"#)
+        .await;
+    assert_eq!(two.amount(), 100_000, "two filings is $0.10");
+    let four = app
+        .post_json(
+            "/search",
+            r#"{"query":"compare","documents":["a","b","c","d"]}"#,
+        )
+        .await;
+    assert_eq!(four.amount(), 140_000, "four filings is $0.10 + 2 x $0.02");
+    assert_eq!(four.header("x-tariff-price").unwrap(), "$0.140000");
+}
+
+#[tokio::test]
+async fn same_request_same_quote_different_request_different_quote() {
+    let app = demo().await;
+    let a1 = app.get("/search?q=bitcoin+price").await.quote_id();
+    let a2 = app.get("/search?q=bitcoin+price").await.quote_id();
+    assert_eq!(a1, a2);
+    let b = app.get("/search?q=ether+price").await.quote_id();
+    assert_ne!(a1, b);
+
+    // JSON key order, whitespace and number spelling do not make a new request.
+    let j1 = app
+        .post_json("/search", r#"{"query":"x","documents":["a","b"],"top":1}"#)
+        .await
+        .quote_id();
+    let j2 = app
+        .post_json(
+            "/search",
+            "{ \"top\": 1.0,\n \"documents\" : [\"a\",\"b\"], \"query\":\"x\" }",
+        )
+        .await
+        .quote_id();
+    assert_eq!(j1, j2);
+    let j3 = app
+        .post_json("/search", r#"{"query":"x","documents":["b","a"],"top":1}"#)
+        .await
+        .quote_id();
+    assert_ne!(j1, j3, "document order is meaningful");
+}
+
+#[tokio::test]
+async fn concurrent_identical_requests_share_one_quote() {
+    let app = demo().await;
+    let mut tasks = Vec::new();
+    for _ in 0..32 {
+        let state = app.state.clone();
+        tasks.push(tokio::spawn(async move {
+            use tower::ServiceExt;
+            let resp = tariff::http::app(state)
+                .oneshot(
+                    Request::get("/search?q=same+thing")
+                        .body(Body::empty())
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+            crate::harness::Reply::read(resp).await.quote_id()
+        }));
+    }
+    let mut ids = Vec::new();
+    for t in tasks {
+        ids.push(t.await.unwrap());
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "one quote for one request: {ids:?}");
+}
+
+#[tokio::test]
+async fn free_route_reaches_the_upstream_and_priced_route_does_not() {
+    let app = demo().await;
+    let about = app.get("/about").await;
+    assert_eq!(about.status, 200);
+    assert_eq!(about.json()["service"], "Tariff demo search");
+    let search = app.get("/search?q=x").await;
+    assert_eq!(search.status, 402);
+    assert!(
+        search.json().get("results").is_none(),
+        "no upstream content in a 402"
+    );
+}
+
+#[tokio::test]
+async fn bad_requests_get_specific_errors() {
+    let app = demo().await;
+    let cases: Vec<(Request<Body>, u16, &str)> = vec![
+        (
+            Request::get("/search?q=a&q=b").body(Body::empty()).unwrap(),
+            400,
+            "ambiguous_query",
+        ),
+        (
+            Request::get("/x/../search?q=a")
+                .body(Body::empty())
+                .unwrap(),
+            400,
+            "non_canonical_path",
+        ),
+        (
+            Request::get("/sea%2Frch?q=a").body(Body::empty()).unwrap(),
+            400,
+            "non_canonical_path",
+        ),
+        (
+            Request::post("/search")
+                .header("content-type", "application/json")
+                .body(Body::from("{\"query\":"))
+                .unwrap(),
+            400,
+            "invalid_json_body",
+        ),
+        (
+            Request::post("/search")
+                .header("content-type", "application/json")
+                .body(Body::from(r#"{"documents":["a","b","c"],"documents":[]}"#))
+                .unwrap(),
+            400,
+            "duplicate_json_key",
+        ),
+        (
+            Request::post("/search")
+                .header("content-type", "application/json")
+                .body(Body::from(format!(
+                    "{{\"query\":\"{}\"}}",
+                    "a".repeat(70_000)
+                )))
+                .unwrap(),
+            413,
+            "body_too_large",
+        ),
+        (
+            Request::get("/admin").body(Body::empty()).unwrap(),
+            404,
+            "no_route",
+        ),
+        (
+            Request::delete("/search").body(Body::empty()).unwrap(),
+            404,
+            "no_route",
+        ),
+    ];
+    for (req, status, code) in cases {
+        let uri = req.uri().clone();
+        let reply = crate::harness::Reply::read(app.send(req).await).await;
+        assert_eq!(
+            reply.status,
+            status,
+            "{uri}: {}",
+            String::from_utf8_lossy(&reply.body)
+        );
+        assert_eq!(reply.error_code(), code, "{uri}");
+        assert_eq!(reply.header("cache-control").as_deref(), Some("no-store"));
+    }
+    // None of them created a quote.
+    assert_eq!(app.state.metrics.quotes_created.get(), 0);
+}
+
+#[tokio::test]
+async fn percent_encoded_path_is_priced_like_the_plain_one() {
+    // The upstream decodes %72 to 'r': the gateway must price what the upstream will serve.
+    let app = demo().await;
+    let plain = app.get("/search?q=bitcoin+price").await.quote_id();
+    let encoded = app.get("/sea%72ch?q=bitcoin+price").await;
+    assert_eq!(encoded.status, 402);
+    assert_eq!(encoded.quote_id(), plain);
+}
+
+#[tokio::test]
+async fn quotes_expire_and_a_new_one_is_issued() {
+    let clock = tariff::time::Clock::manual(tariff::time::UnixMillis(1_800_000_000_000));
+    let app = TestApp::start_with(&repo_rules(), &[], clock.clone()).await;
+    let first = app.get("/search?q=bitcoin+price").await.quote_id();
+    clock.advance_ms(299_000);
+    assert_eq!(
+        app.get("/search?q=bitcoin+price").await.quote_id(),
+        first,
+        "still open"
+    );
+    clock.advance_ms(1_000);
+    let second = app.get("/search?q=bitcoin+price").await.quote_id();
+    assert_ne!(second, first, "expired at 300 s");
+}
+
+#[tokio::test]
+async fn health_ready_and_metrics() {
+    let app = demo().await;
+    assert_eq!(app.get("/health").await.status, 200);
+    let ready = app.get("/ready").await;
+    assert_eq!(ready.status, 200);
+    assert_eq!(ready.json()["quote_store"], "memory");
+    app.get("/search?q=one").await;
+    app.get("/search?q=one").await;
+    let metrics = String::from_utf8(app.get("/metrics").await.body).unwrap();
+    assert!(
+        metrics.contains("tariff_quotes_created_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("tariff_quotes_reused_total 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn real_socket_answers_402() {
+    let app = demo().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server =
+        tokio::spawn(axum::serve(listener, tariff::http::app(app.state.clone())).into_future());
+    let resp = reqwest::get(format!("http://{addr}/search?q=bitcoin+price"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 402);
+    assert!(resp.headers().get("payment-required").is_some());
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(
+        body["accepts"][0]["resource"],
+        format!("http://{addr}/search?q=bitcoin+price")
+    );
+    server.abort();
+}

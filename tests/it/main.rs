@@ -1,0 +1,10 @@
+mod chain_rig;
+mod cli;
+mod db;
+mod gateway;
+mod harness;
+mod payment_required;
+mod proxy;
+mod quote_store;
+mod rules;
+mod support;

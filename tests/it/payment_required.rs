@@ -1,0 +1,201 @@
+//! The 402 read as a client would: the v2 header and the v1 body decoded with plain base64 and
+//! `serde_json::Value` (not Tariff's structs), every field checked against the protocol
+//! reference (shared/reference/x402-protocol.md §1.2, §1.3, §2.4, §4.4).
+
+use serde_json::Value;
+
+use crate::harness::{TestApp, repo_rules};
+
+const BASE_SEPOLIA_USDC: &str = "0x036CbD53842c5426634e7929541eC2318f3dCF7e";
+const PAY_TO: &str = "0x209693Bc6afc0C5328bA36FaF03C514EF312287C";
+
+fn keys(v: &Value) -> Vec<String> {
+    let mut k: Vec<String> = v.as_object().expect("an object").keys().cloned().collect();
+    k.sort();
+    k
+}
+
+#[tokio::test]
+async fn v2_header_and_v1_body_carry_the_quote() {
+    let app = TestApp::start(
+        &repo_rules(),
+        &[
+            ("TARIFF_PAY_TO", PAY_TO.to_string()),
+            ("TARIFF_PUBLIC_URL", "https://api.example.com".to_string()),
+        ],
+    )
+    .await;
+    let reply = app.get("/search?q=bitcoin+price").await;
+    assert_eq!(reply.status, 402);
+    assert_eq!(
+        reply.header("content-type").as_deref(),
+        Some("application/json")
+    );
+    assert_eq!(reply.header("cache-control").as_deref(), Some("no-store"));
+    let expose = reply
+        .header("access-control-expose-headers")
+        .unwrap()
+        .to_ascii_lowercase();
+    for h in ["payment-required", "payment-response", "x-payment-response"] {
+        assert!(expose.contains(h), "CORS exposes {h}: {expose}");
+    }
+
+    // ---- v2: PAYMENT-REQUIRED header ----
+    let v2 = reply.payment_required();
+    assert_eq!(
+        keys(&v2),
+        ["accepts", "error", "extensions", "resource", "x402Version"]
+    );
+    assert_eq!(v2["x402Version"], 2);
+    assert_eq!(v2["error"], "PAYMENT-SIGNATURE header is required");
+    let resource = &v2["resource"];
+    assert_eq!(
+        resource["url"],
+        "https://api.example.com/search?q=bitcoin+price"
+    );
+    assert_eq!(resource["mimeType"], "application/json");
+    assert!(
+        resource["description"]
+            .as_str()
+            .unwrap()
+            .starts_with("Search over market data")
+    );
+    assert_eq!(resource["serviceName"], "Tariff Demo Search");
+    assert_eq!(
+        resource["tags"],
+        serde_json::json!(["search", "crypto", "finance", "filings"])
+    );
+
+    let accepts = v2["accepts"].as_array().unwrap();
+    assert_eq!(accepts.len(), 1);
+    let req = &accepts[0];
+    assert_eq!(
+        keys(req),
+        [
+            "amount",
+            "asset",
+            "extra",
+            "maxTimeoutSeconds",
+            "network",
+            "payTo",
+            "scheme"
+        ]
+    );
+    assert_eq!(req["scheme"], "exact");
+    assert_eq!(req["network"], "eip155:84532");
+    assert_eq!(
+        req["amount"], "20000",
+        "amounts are decimal strings of base units"
+    );
+    assert_eq!(req["asset"], BASE_SEPOLIA_USDC);
+    assert_eq!(req["payTo"], PAY_TO);
+    assert_eq!(req["maxTimeoutSeconds"], 300);
+    assert_eq!(
+        req["extra"]["name"], "USDC",
+        "Base Sepolia USDC's EIP-712 name"
+    );
+    assert_eq!(req["extra"]["version"], "2");
+    let quote_id = req["extra"]["quoteId"].as_str().unwrap();
+    assert!(
+        quote_id.starts_with("q_") && quote_id.len() == 34,
+        "{quote_id}"
+    );
+    assert_eq!(reply.header("x-tariff-quote-id").as_deref(), Some(quote_id));
+
+    // Bazaar discovery extension: {info: {input, output}, schema}.
+    let bazaar = &v2["extensions"]["bazaar"];
+    assert_eq!(bazaar["info"]["input"]["type"], "http");
+    assert_eq!(bazaar["info"]["input"]["method"], "GET");
+    assert_eq!(bazaar["info"]["input"]["queryParams"]["q"], "bitcoin price");
+    assert_eq!(bazaar["info"]["output"]["type"], "json");
+    assert_eq!(
+        bazaar["info"]["output"]["example"]["query"],
+        "bitcoin price"
+    );
+    assert_eq!(
+        bazaar["schema"]["$schema"],
+        "https://json-schema.org/draft/2020-12/schema"
+    );
+    assert_eq!(bazaar["schema"]["type"], "object");
+
+    // ---- v1: JSON body ----
+    let v1 = reply.json();
+    assert_eq!(keys(&v1), ["accepts", "error", "x402Version"]);
+    assert_eq!(v1["x402Version"], 1);
+    assert_eq!(v1["error"], "X-PAYMENT header is required");
+    let r1 = &v1["accepts"][0];
+    assert_eq!(
+        keys(r1),
+        [
+            "asset",
+            "description",
+            "extra",
+            "maxAmountRequired",
+            "maxTimeoutSeconds",
+            "mimeType",
+            "network",
+            "outputSchema",
+            "payTo",
+            "resource",
+            "scheme"
+        ]
+    );
+    assert_eq!(r1["scheme"], "exact");
+    assert_eq!(
+        r1["network"], "base-sepolia",
+        "v1 uses the legacy network name"
+    );
+    assert_eq!(r1["maxAmountRequired"], "20000");
+    assert_eq!(
+        r1["resource"],
+        "https://api.example.com/search?q=bitcoin+price"
+    );
+    assert_eq!(r1["description"], resource["description"]);
+    assert_eq!(r1["mimeType"], "application/json");
+    assert_eq!(r1["payTo"], PAY_TO);
+    assert_eq!(r1["maxTimeoutSeconds"], 300);
+    assert_eq!(r1["asset"], BASE_SEPOLIA_USDC);
+    assert_eq!(
+        r1["extra"], req["extra"],
+        "same EIP-712 domain and quote id in both versions"
+    );
+    let out = &r1["outputSchema"];
+    assert_eq!(out["input"]["type"], "http");
+    assert_eq!(out["input"]["method"], "GET");
+    assert_eq!(out["input"]["discoverable"], true);
+}
+
+#[tokio::test]
+async fn post_discovery_describes_the_body_and_mainnet_uses_usd_coin() {
+    let app = TestApp::start(&repo_rules(), &[("TARIFF_NETWORK", "base".to_string())]).await;
+    let reply = app
+        .post_json("/search", r#"{"query":"q","documents":["a","b","c"]}"#)
+        .await;
+    let v2 = reply.payment_required();
+    let req = &v2["accepts"][0];
+    assert_eq!(req["network"], "eip155:8453");
+    assert_eq!(req["asset"], "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913");
+    assert_eq!(
+        req["extra"]["name"], "USD Coin",
+        "Base mainnet USDC's EIP-712 name differs from Sepolia's"
+    );
+    assert_eq!(req["amount"], "120000");
+    let input = &v2["extensions"]["bazaar"]["info"]["input"];
+    assert_eq!(input["method"], "POST");
+    assert_eq!(input["bodyType"], "json");
+    assert_eq!(input["body"]["documents"][2], "10-Q Q1 2026");
+    assert_eq!(reply.json()["accepts"][0]["network"], "base");
+    assert_eq!(
+        reply.json()["accepts"][0]["outputSchema"]["input"]["bodyType"],
+        "json"
+    );
+}
+
+#[tokio::test]
+async fn repeated_request_gets_a_byte_identical_402() {
+    let app = TestApp::start(&repo_rules(), &[]).await;
+    let a = app.get("/search?q=tvl+of+aave").await;
+    let b = app.get("/search?q=tvl+of+aave").await;
+    assert_eq!(a.header("payment-required"), b.header("payment-required"));
+    assert_eq!(a.body, b.body);
+}

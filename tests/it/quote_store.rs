@@ -1,0 +1,198 @@
+//! The quote store contract, run against every backend: in-memory and real Redis.
+
+use std::time::Duration;
+
+use tariff::money::UsdMicros;
+use tariff::quote::{
+    AnyQuoteStore, MemoryQuoteStore, Quote, QuoteId, QuoteStore, RedisQuoteStore, RequestHash,
+    RuleRef,
+};
+use tariff::time::{Clock, UnixMillis};
+
+fn quote(hash: u8, now: UnixMillis, ttl_ms: u64, price: u64) -> Quote {
+    Quote {
+        id: QuoteId::random(),
+        request_hash: RequestHash([hash; 32]),
+        price: UsdMicros(price),
+        rule: RuleRef {
+            route: "r".into(),
+            rule: "x".into(),
+        },
+        method: "GET".into(),
+        path: "/p".into(),
+        offers: vec![],
+        created_at: now,
+        expires_at: UnixMillis(now.0 + ttl_ms),
+    }
+}
+
+async fn redis_store() -> AnyQuoteStore {
+    // A per-test prefix isolates tests that share one Redis.
+    let prefix = format!("test:{:016x}:", rand::random::<u64>());
+    AnyQuoteStore::Redis(
+        RedisQuoteStore::connect(&crate::support::redis_url(), &prefix)
+            .await
+            .unwrap(),
+    )
+}
+
+fn memory_store(capacity: usize) -> AnyQuoteStore {
+    AnyQuoteStore::Memory(MemoryQuoteStore::new(capacity, Clock::System))
+}
+
+async fn backends() -> Vec<AnyQuoteStore> {
+    vec![memory_store(1000), redis_store().await]
+}
+
+#[tokio::test]
+async fn first_insert_wins_and_is_returned_to_later_callers() {
+    for store in backends().await {
+        let now = Clock::System.now();
+        let first = quote(1, now, 60_000, 20_000);
+        let got = store.get_or_insert(first.clone()).await.unwrap();
+        assert_eq!(got, first, "{}", store.backend_name());
+        let second = quote(1, now, 60_000, 99_999);
+        let got = store.get_or_insert(second).await.unwrap();
+        assert_eq!(
+            got,
+            first,
+            "{}: the open quote is kept",
+            store.backend_name()
+        );
+        assert_eq!(
+            store.get(&first.request_hash).await.unwrap(),
+            Some(first.clone())
+        );
+        assert_eq!(store.get(&RequestHash([2; 32])).await.unwrap(), None);
+    }
+}
+
+#[tokio::test]
+async fn concurrent_inserts_for_one_hash_agree_on_one_quote() {
+    for store in backends().await {
+        let now = Clock::System.now();
+        let mut tasks = Vec::new();
+        for i in 0..64u64 {
+            let s = store.clone();
+            tasks.push(tokio::spawn(async move {
+                s.get_or_insert(quote(3, now, 60_000, i + 1)).await.unwrap()
+            }));
+        }
+        let mut ids = Vec::new();
+        for t in tasks {
+            ids.push(t.await.unwrap().id);
+        }
+        let first = ids[0].clone();
+        assert!(
+            ids.iter().all(|i| *i == first),
+            "{}: one winner",
+            store.backend_name()
+        );
+    }
+}
+
+#[tokio::test]
+async fn quotes_expire() {
+    for store in backends().await {
+        let now = Clock::System.now();
+        let q = quote(4, now, 300, 20_000);
+        store.get_or_insert(q.clone()).await.unwrap();
+        assert_eq!(store.get(&q.request_hash).await.unwrap(), Some(q.clone()));
+        tokio::time::sleep(Duration::from_millis(450)).await;
+        assert_eq!(
+            store.get(&q.request_hash).await.unwrap(),
+            None,
+            "{}",
+            store.backend_name()
+        );
+        let fresh = quote(4, Clock::System.now(), 60_000, 30_000);
+        assert_eq!(
+            store.get_or_insert(fresh.clone()).await.unwrap(),
+            fresh,
+            "{}",
+            store.backend_name()
+        );
+    }
+}
+
+#[tokio::test]
+async fn stores_answer_ping() {
+    for store in backends().await {
+        store.ping().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn memory_store_is_bounded_and_evicts_soonest_expiry_first() {
+    let clock = Clock::manual(UnixMillis(1_000_000));
+    let store = MemoryQuoteStore::new(3, clock.clone());
+    let now = clock.now();
+    let long = quote(10, now, 100_000, 1);
+    store.get_or_insert(long.clone()).await.unwrap();
+    store.get_or_insert(quote(11, now, 1_000, 1)).await.unwrap();
+    store
+        .get_or_insert(quote(12, now, 50_000, 1))
+        .await
+        .unwrap();
+    assert_eq!(store.len(), 3);
+    store
+        .get_or_insert(quote(13, now, 70_000, 1))
+        .await
+        .unwrap();
+    assert_eq!(store.len(), 3, "bounded");
+    assert!(
+        store.get(&RequestHash([11; 32])).await.unwrap().is_none(),
+        "soonest expiry evicted"
+    );
+    assert!(store.get(&long.request_hash).await.unwrap().is_some());
+    // Expired entries are purged before anything live is evicted.
+    clock.advance_ms(60_000);
+    store
+        .get_or_insert(quote(14, clock.now(), 10_000, 1))
+        .await
+        .unwrap();
+    assert!(
+        store.get(&RequestHash([13; 32])).await.unwrap().is_some(),
+        "live quote kept"
+    );
+    assert!(
+        store.get(&long.request_hash).await.unwrap().is_some(),
+        "live quote kept"
+    );
+}
+
+#[tokio::test]
+async fn redis_store_down_is_an_error_not_a_hang() {
+    let store = RedisQuoteStore::connect(&crate::support::redis_url(), "down:")
+        .await
+        .unwrap();
+    // A store pointed at a closed port fails to connect with a clear error.
+    let port = crate::support::free_port();
+    let err = match RedisQuoteStore::connect(&format!("redis://127.0.0.1:{port}"), "x:").await {
+        Ok(_) => panic!("connected to a closed port"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("unavailable"), "{err}");
+    store.ping().await.unwrap();
+}
+
+#[tokio::test]
+async fn redis_keys_carry_a_ttl() {
+    let prefix = format!("ttl:{:016x}:", rand::random::<u64>());
+    let store = RedisQuoteStore::connect(&crate::support::redis_url(), &prefix)
+        .await
+        .unwrap();
+    let q = quote(5, Clock::System.now(), 60_000, 1);
+    store.get_or_insert(q.clone()).await.unwrap();
+    let client = redis::Client::open(crate::support::redis_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let pttl: i64 = redis::cmd("PTTL")
+        .arg(format!("{prefix}quote:{}", q.request_hash.to_hex()))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(
+        (50_000..=60_000).contains(&pttl),
+        "key expires with the quote: {pttl} ms"
+    );
+}
