@@ -623,6 +623,16 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_file_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tariff.example.toml");
+        let c = Config::load(Some(&path), &|_| None).unwrap();
+        assert_eq!(c.networks.len(), 2);
+        assert_eq!(c.networks[0].eip712_name, "USD Coin");
+        assert_eq!(c.networks[1].max_timeout_seconds, 120);
+        assert_eq!(c.upstream.as_deref(), Some("http://127.0.0.1:9000"));
+    }
+
+    #[test]
     fn secrets_do_not_print() {
         let c = load_env(&[
             ("TARIFF_FINGERPRINT_KEY", &"ab".repeat(32)),

@@ -245,3 +245,82 @@ async fn real_socket_answers_402() {
     );
     server.abort();
 }
+
+fn random_key() -> String {
+    hex::encode(rand::random::<[u8; 32]>())
+}
+
+#[tokio::test]
+async fn instances_sharing_redis_share_quotes() {
+    let key = random_key();
+    let vars = [
+        ("TARIFF_REDIS_URL", crate::support::redis_url()),
+        ("TARIFF_FINGERPRINT_KEY", key),
+    ];
+    let a = TestApp::start(&repo_rules(), &vars).await;
+    let b = TestApp::start(&repo_rules(), &vars).await;
+    assert_eq!(a.get("/ready").await.json()["quote_store"], "redis");
+    let qa = a.get("/search?q=shared+between+instances").await.quote_id();
+    let qb = b.get("/search?q=shared+between+instances").await.quote_id();
+    assert_eq!(
+        qa, qb,
+        "a quote issued by one instance is found by the other"
+    );
+
+    // An instance with another key hashes differently and cannot see (or hijack) those quotes.
+    let other = TestApp::start(
+        &repo_rules(),
+        &[
+            ("TARIFF_REDIS_URL", crate::support::redis_url()),
+            ("TARIFF_FINGERPRINT_KEY", random_key()),
+        ],
+    )
+    .await;
+    assert_ne!(
+        other
+            .get("/search?q=shared+between+instances")
+            .await
+            .quote_id(),
+        qa
+    );
+}
+
+#[tokio::test]
+async fn redis_going_down_fails_closed_with_503() {
+    let dir = crate::harness::TempDir::new("redis-down");
+    let sock = dir.path().join("r.sock");
+    let mut redis = std::process::Command::new("redis-server")
+        .args([
+            "--port",
+            "0",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--unixsocket",
+        ])
+        .arg(&sock)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("redis-server is installed by scripts/test");
+    for _ in 0..100 {
+        if sock.exists() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let vars = [
+        ("TARIFF_REDIS_URL", format!("unix://{}", sock.display())),
+        ("TARIFF_FINGERPRINT_KEY", random_key()),
+    ];
+    let app = TestApp::start(&repo_rules(), &vars).await;
+    assert_eq!(app.get("/search?q=up").await.status, 402);
+    redis.kill().unwrap();
+    redis.wait().unwrap();
+    let down = app.get("/search?q=down").await;
+    assert_eq!(down.status, 503);
+    assert_eq!(down.error_code(), "quote_store_unavailable");
+    assert_eq!(app.get("/ready").await.status, 503);
+    // Free routes do not need the quote store.
+    assert_eq!(app.get("/about").await.status, 200);
+}
