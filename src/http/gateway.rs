@@ -22,7 +22,9 @@ use crate::money::UsdMicros;
 use crate::pricing::Decision;
 use crate::pricing::expr::{EvalInput, RequestView};
 use crate::pricing::external::{PricerRequest, external_price};
-use crate::quote::{CanonicalBody, CanonicalRequest, QuoteRequest, RuleRef, fingerprint};
+use crate::quote::{
+    CanonicalBody, CanonicalRequest, QuoteRequest, QuoteStore, RuleRef, fingerprint,
+};
 
 pub async fn handle(State(state): State<AppState>, req: Request) -> Response {
     match gateway(&state, req).await {
@@ -75,30 +77,6 @@ async fn gateway(state: &AppState, req: Request) -> Result<Response, ApiError> {
         state.metrics.pricing_errors.inc();
         ApiError::internal("pricing_failed", e.to_string(), &e)
     })?;
-    let (rule, price) = match decision {
-        Decision::Free { rule } => {
-            state.metrics.free_served.inc();
-            tracing::debug!(route = %route.id, %rule, "free rule");
-            return forward(state, &parts, &path, &query_pairs, bytes, &parsed).await;
-        }
-        Decision::Priced { rule, price } => (rule, price),
-        Decision::External {
-            rule,
-            pricer,
-            clamp,
-        } => {
-            let req = PricerRequest::new(&route.id, &rule, &view, body_value);
-            let (price, _source) = external_price(&state.http_client, &pricer, &clamp, &req).await;
-            (rule, price)
-        }
-    };
-    if price == UsdMicros::ZERO {
-        // A rule that computes zero for this request makes it free; an x402 offer of 0 is
-        // meaningless and some clients reject it.
-        state.metrics.free_served.inc();
-        return forward(state, &parts, &path, &query_pairs, bytes, &parsed).await;
-    }
-
     let canonical_body = match &parsed {
         ParsedBody::None => CanonicalBody::None,
         ParsedBody::Json(v) => CanonicalBody::Json(v),
@@ -114,6 +92,47 @@ async fn gateway(state: &AppState, req: Request) -> Result<Response, ApiError> {
             body: canonical_body,
         },
     );
+    let (rule, price) = match decision {
+        Decision::Free { rule } => {
+            state.metrics.free_served.inc();
+            tracing::debug!(route = %route.id, %rule, "free rule");
+            return forward(state, &parts, &path, &query_pairs, bytes, &parsed).await;
+        }
+        Decision::Priced { rule, price } => (rule, price),
+        Decision::External {
+            rule,
+            pricer,
+            clamp,
+        } => {
+            // The seller's pricer is asked once per quote, not once per repeat of the request:
+            // an open quote already fixes the price.
+            if let Some(open) = state
+                .quotes
+                .store
+                .get(&hash)
+                .await
+                .map_err(|e| store_unavailable(state, e))?
+            {
+                state.metrics.quotes_reused.inc();
+                return Ok(payment_required::render(
+                    &open,
+                    route,
+                    &resource_url(state, &parts),
+                    None,
+                ));
+            }
+            let req = PricerRequest::new(&route.id, &rule, &view, body_value);
+            let (price, _source) = external_price(&state.http_client, &pricer, &clamp, &req).await;
+            (rule, price)
+        }
+    };
+    if price == UsdMicros::ZERO {
+        // A rule that computes zero for this request makes it free; an x402 offer of 0 is
+        // meaningless and some clients reject it.
+        state.metrics.free_served.inc();
+        return forward(state, &parts, &path, &query_pairs, bytes, &parsed).await;
+    }
+
     let issued = state
         .quotes
         .issue(QuoteRequest {
@@ -128,14 +147,7 @@ async fn gateway(state: &AppState, req: Request) -> Result<Response, ApiError> {
         })
         .await
         .map_err(|e| match e {
-            crate::quote::IssueError::Store(e) => {
-                state.metrics.store_errors.inc();
-                tracing::error!(error = %e, "quote store failed");
-                ApiError::unavailable(
-                    "quote_store_unavailable",
-                    "quotes cannot be stored right now; retry shortly",
-                )
-            }
+            crate::quote::IssueError::Store(e) => store_unavailable(state, e),
             other => ApiError::internal("quote_failed", other.to_string(), &other),
         })?;
     if issued.created {
@@ -148,6 +160,16 @@ async fn gateway(state: &AppState, req: Request) -> Result<Response, ApiError> {
     }
     let url = resource_url(state, &parts);
     Ok(payment_required::render(&issued.quote, route, &url, None))
+}
+
+/// The quote store failed: fail closed, nothing is served unpriced.
+fn store_unavailable(state: &AppState, e: crate::quote::StoreError) -> ApiError {
+    state.metrics.store_errors.inc();
+    tracing::error!(error = %e, "quote store failed");
+    ApiError::unavailable(
+        "quote_store_unavailable",
+        "quotes cannot be stored right now; retry shortly",
+    )
 }
 
 /// Requests no route prices: forwarded unpaid, or refused, as the operator configured.

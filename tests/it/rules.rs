@@ -238,11 +238,20 @@ fn startup_refuses_broken_rules() {
 
 /// A real pricer service on a loopback port.
 async fn pricer(answer: &'static str, delay_ms: u64) -> (String, tokio::task::JoinHandle<()>) {
+    pricer_counting(answer, delay_ms, Default::default()).await
+}
+
+async fn pricer_counting(
+    answer: &'static str,
+    delay_ms: u64,
+    calls: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) -> (String, tokio::task::JoinHandle<()>) {
     use axum::routing::post;
     let app = axum::Router::new().route(
         "/price",
         post(
             move |axum::Json(req): axum::Json<serde_json::Value>| async move {
+                calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 tokio::time::sleep(Duration::from_millis(delay_ms)).await;
                 // Echo a field of the request to prove the summary arrived.
                 assert_eq!(req["route"], "r");
@@ -286,4 +295,28 @@ async fn external_pricer_sets_the_price_and_falls_back_on_timeout_or_garbage() {
         );
         task.abort();
     }
+}
+
+#[tokio::test]
+async fn external_pricer_is_asked_once_per_quote() {
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let (url, task) = pricer_counting(r#"{"price":"$0.40"}"#, 0, calls.clone()).await;
+    let dir = TempDir::new("pricer-once");
+    dir.write(
+        "a.toml",
+        &format!("{HEAD}[[route.rule]]\nid = \"llm\"\nexternal = {{ url = \"{url}\", fallback = \"$0.15\" }}\n"),
+    );
+    let app = TestApp::start(dir.path(), &[]).await;
+    let first = app.post_json("/p", r#"{"model":"big"}"#).await;
+    let again = app.post_json("/p", r#"{"model":"big"}"#).await;
+    assert_eq!(first.amount(), 400_000);
+    assert_eq!(again.quote_id(), first.quote_id());
+    assert_eq!(
+        calls.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the open quote answered the repeat"
+    );
+    app.post_json("/p", r#"{"model":"small"}"#).await;
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
+    task.abort();
 }

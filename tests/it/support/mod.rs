@@ -60,7 +60,14 @@ pub fn free_port() -> u16 {
     listener.local_addr().expect("local_addr").port()
 }
 
-/// A private anvil process, killed on drop (also when the test panics).
+/// Runs `$0 "$@"` (anvil) and kills it once its stdin reaches EOF, i.e. when the test process
+/// drops the pipe or dies. Plain `Child::kill` in Drop would leave anvil running whenever the
+/// test process is killed outright (nextest timeout, Ctrl-C), since Drop never runs then.
+/// (Background jobs get /dev/null as stdin, hence the copy on fd 3.)
+const WATCHDOG: &str =
+    r#"exec 3<&0; "$0" "$@" & pid=$!; (read -r _ <&3; kill $pid 2>/dev/null) & wait $pid"#;
+
+/// A private anvil process, stopped on drop (also when the test panics or is killed).
 pub struct AnvilNode {
     child: Child,
     port: u16,
@@ -73,15 +80,17 @@ impl AnvilNode {
     pub async fn spawn(chain_id: u64) -> Self {
         for _ in 0..5 {
             let port = free_port();
-            let child = Command::new(anvil_bin())
+            let child = Command::new("sh")
+                .args(["-c", WATCHDOG])
+                .arg(anvil_bin())
                 .args([
                     "--port",
                     &port.to_string(),
                     "--chain-id",
                     &chain_id.to_string(),
-                    "--silent",
                 ])
-                .stdin(Stdio::null())
+                .arg("--silent")
+                .stdin(Stdio::piped()) // the watchdog's lifeline; closed on drop
                 .stdout(Stdio::null())
                 .spawn() // stderr inherited: the test runner shows it if anvil complains
                 .unwrap_or_else(|e| panic!("spawn {}: {e}", anvil_bin().display()));
@@ -202,7 +211,7 @@ impl AnvilNode {
 
 impl Drop for AnvilNode {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait(); // reap, so no zombie outlives the test
+        drop(self.child.stdin.take()); // EOF: the watchdog kills anvil
+        let _ = self.child.wait(); // the shell exits once anvil has; reaping it leaves no zombie
     }
 }
