@@ -25,9 +25,14 @@ _svc_apt_install() {
     { _svc_sudo apt-get update -q >&2 && _svc_sudo apt-get install -y -q --no-install-recommends "$@" </dev/null >&2; }
 }
 
-# A TCP port that is free right now. There is a window before the service binds it, so callers retry.
+# A loopback TCP port nobody listens on right now (pure bash: nothing to install). Something can
+# still grab it before the service binds, so callers retry on failure.
 _svc_free_port() {
-  node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'
+  local port
+  while :; do
+    port=$((20000 + RANDOM % 40000))
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || { echo "$port"; return; }
+  done
 }
 
 # Stop services of earlier runs that were killed with SIGKILL (their EXIT trap never ran).
@@ -68,20 +73,20 @@ tariff_node_modules() {
 tariff_redis_start() {
   command -v redis-server >/dev/null || _svc_apt_install redis-server
   _svc_dir
-  local d="$TARIFF_SVC_DIR/redis" i
+  local d="$TARIFF_SVC_DIR/redis"
   mkdir -p "$d"
   # --port 0 disables TCP entirely (it is not "pick a port"); the socket is private to this run.
   redis-server --port 0 --unixsocket "$d/redis.sock" --unixsocketperm 700 \
     --save '' --appendonly no --dir "$d" --daemonize yes \
     --pidfile "$d/redis.pid" --logfile "$d/redis.log"
-  for i in $(seq 100); do [ -S "$d/redis.sock" ] && break; sleep 0.05; done
+  for _ in $(seq 100); do [ -S "$d/redis.sock" ] && break; sleep 0.05; done
   [ -S "$d/redis.sock" ] || { _svc_log "redis did not start:"; cat "$d/redis.log" >&2; return 1; }
   export TARIFF_TEST_REDIS_URL="unix://$d/redis.sock"
   _svc_log "redis-server $(redis-server --version | grep -o 'v=[^ ]*') at $TARIFF_TEST_REDIS_URL"
 }
 
 # Newest installed PostgreSQL's bin dir (Debian keeps them in /usr/lib/postgresql/<major>/bin).
-_svc_pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
+_svc_pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true; }
 
 tariff_postgres_start() {
   [ -n "$(_svc_pg_bin)" ] || _svc_apt_install postgresql
