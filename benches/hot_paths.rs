@@ -5,7 +5,7 @@
 //!
 //! Pairs: strict body parse vs plain `serde_json::from_slice`; request fingerprint vs a bare
 //! blake3 of the raw body; a full pricing decision on the demo rules vs binding the CEL context
-//! alone; the whole 402 render vs serialising the v1 body alone.
+//! alone; the whole 402 render (v1 body, v2 header, headers) vs the v1 body alone.
 
 use std::hint::black_box;
 use std::path::Path;
@@ -152,10 +152,7 @@ fn bench_pricing(c: &mut Criterion) {
     let url = "https://api.example.com/search?q=bitcoin+price";
     let mut g = c.benchmark_group("render_402");
     g.bench_function("baseline_v1_body_only", |b| {
-        b.iter(|| {
-            let v1 = tariff::http::payment_required::payment_required_v1(&quote, &route, url);
-            serde_json::to_vec(black_box(&v1)).unwrap()
-        })
+        b.iter(|| tariff::http::payment_required::v1_json(black_box(&quote), &route, url, "x"))
     });
     g.bench_function("render_v1_body_and_v2_header", |b| {
         b.iter(|| tariff::http::payment_required::render(black_box(&quote), &route, url, None))

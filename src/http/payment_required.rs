@@ -15,7 +15,11 @@ use serde_json::{Map, Value};
 
 use crate::pricing::Route;
 use crate::quote::{Offer, Quote};
-use crate::x402::{self, bazaar, v1, v2};
+use base64::Engine;
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use crate::x402::{self, v2};
 
 pub const V2_ERROR: &str = "PAYMENT-SIGNATURE header is required";
 pub const V1_ERROR: &str = "X-PAYMENT header is required";
@@ -52,41 +56,13 @@ fn description(route: &Route) -> String {
         .unwrap_or_else(|| format!("{} (priced per request by Tariff)", route.id))
 }
 
-/// The discovery input for the method being asked for, from the route's examples.
-fn discovery_input(route: &Route, method: &str) -> Option<bazaar::DiscoveryInput> {
-    use bazaar::{BodyType, DiscoveryInput, DiscoveryMethod as M};
-    let d = route.discovery.as_ref()?;
-    let m = match method {
-        "GET" => M::Get,
-        "HEAD" => M::Head,
-        "DELETE" => M::Delete,
-        "POST" => M::Post,
-        "PUT" => M::Put,
-        "PATCH" => M::Patch,
-        _ => return None,
-    };
-    let mut input = DiscoveryInput::new(m);
-    if let Some(Value::Object(q)) = &d.query_params {
-        input = input.with_query_params(q.clone());
-    }
-    if let (true, Some(body)) = (m.takes_body(), &d.body) {
-        input = input.with_body(BodyType::Json, body.clone()).ok()?;
-    }
-    Some(input)
+/// `{}`: the v2 `extensions` of a route without discovery metadata.
+fn empty_object() -> &'static RawValue {
+    static EMPTY: std::sync::OnceLock<Box<RawValue>> = std::sync::OnceLock::new();
+    EMPTY.get_or_init(|| RawValue::from_string("{}".into()).expect("valid JSON"))
 }
 
-fn discovery_output(route: &Route) -> Option<bazaar::DiscoveryOutput> {
-    let example = route.discovery.as_ref()?.output_example.clone()?;
-    Some(bazaar::DiscoveryOutput {
-        example: Some(example),
-    })
-}
-
-pub fn payment_required_v2(
-    quote: &Quote,
-    route: &Route,
-    resource_url: &str,
-) -> v2::PaymentRequired {
+fn v2_resource(route: &Route, resource_url: &str) -> v2::ResourceInfo {
     let mut resource = v2::ResourceInfo::new(resource_url);
     resource.description = Some(description(route));
     resource.mime_type = Some(route.mime_type.clone());
@@ -95,65 +71,109 @@ pub fn payment_required_v2(
         resource.tags = (!d.tags.is_empty()).then(|| d.tags.clone());
         resource.icon_url = d.icon_url.clone();
     }
-    let accepts = quote
-        .offers
-        .iter()
-        .map(|o| v2_requirement(o, quote))
-        .collect();
-    let mut required = v2::PaymentRequired::new(resource, accepts).with_error(V2_ERROR);
-    if let Some(input) = discovery_input(route, &quote.method) {
-        let output = discovery_output(route);
-        required.extensions.insert(
-            bazaar::BAZAAR.into(),
-            bazaar::bazaar_extension(&input, output.as_ref()),
-        );
-    }
-    required
+    resource
 }
 
-pub fn payment_required_v1(
-    quote: &Quote,
-    route: &Route,
-    resource_url: &str,
-) -> v1::PaymentRequirementsResponse {
-    let output_schema = discovery_input(route, &quote.method).map(|input| {
-        let output = discovery_output(route);
-        bazaar::v1_output_schema(&input, output.as_ref())
-    });
+// The two bodies below have the exact wire shape of `x402::v2::PaymentRequired` and
+// `x402::v1::PaymentRequirementsResponse` (tests/it/payment_required.rs reads them back with an
+// independent decoder), but borrow the route's discovery JSON, rendered once at load, instead
+// of rebuilding it per request.
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct V2Body<'a> {
+    x402_version: u32,
+    error: &'a str,
+    resource: v2::ResourceInfo,
+    accepts: Vec<v2::PaymentRequirements>,
+    extensions: &'a RawValue,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct V1Body<'a> {
+    x402_version: u32,
+    error: &'a str,
+    accepts: Vec<V1Requirement<'a>>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct V1Requirement<'a> {
+    scheme: &'static str,
+    #[serde(serialize_with = "x402::network::v1_serde::serialize")]
+    network: &'a x402::Network,
+    max_amount_required: &'a str,
+    resource: &'a str,
+    description: &'a str,
+    mime_type: &'a str,
+    /// Left out when absent: the legacy v1 client rejects `"outputSchema": null`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    output_schema: Option<&'a RawValue>,
+    pay_to: &'a str,
+    max_timeout_seconds: u64,
+    asset: &'a str,
+    extra: Map<String, Value>,
+}
+
+/// The v2 `PaymentRequired` JSON for a quote.
+pub fn v2_json(quote: &Quote, route: &Route, resource_url: &str, error: &str) -> Vec<u8> {
+    let discovery = route.discovery_json.get(&quote.method);
+    let body = V2Body {
+        x402_version: x402::X402_VERSION_V2,
+        error,
+        resource: v2_resource(route, resource_url),
+        accepts: quote
+            .offers
+            .iter()
+            .map(|o| v2_requirement(o, quote))
+            .collect(),
+        extensions: discovery.map_or(empty_object(), |d| &d.v2_extensions),
+    };
+    serde_json::to_vec(&body).expect("402 body serialises")
+}
+
+/// The v1 `PaymentRequirementsResponse` JSON for a quote.
+pub fn v1_json(quote: &Quote, route: &Route, resource_url: &str, error: &str) -> Vec<u8> {
+    let description = description(route);
+    let output_schema = route
+        .discovery_json
+        .get(&quote.method)
+        .map(|d| &*d.v1_output_schema);
     // v1 clients know networks only by their legacy names and reject the whole answer on an
     // unknown one, so offers on networks without a v1 name are left out of the v1 body.
     let accepts = quote
         .offers
         .iter()
         .filter(|o| o.network.v1_name().is_some())
-        .map(|o| v1::PaymentRequirements {
-            scheme: "exact".into(),
-            network: o.network.clone(),
-            max_amount_required: o.amount.clone(),
-            resource: resource_url.to_string(),
-            description: description(route),
-            mime_type: route.mime_type.clone(),
-            output_schema: output_schema.clone(),
-            pay_to: o.pay_to.clone(),
+        .map(|o| V1Requirement {
+            scheme: "exact",
+            network: &o.network,
+            max_amount_required: &o.amount,
+            resource: resource_url,
+            description: &description,
+            mime_type: &route.mime_type,
+            output_schema,
+            pay_to: &o.pay_to,
             max_timeout_seconds: o.max_timeout_seconds,
-            asset: o.asset.clone(),
-            extra: Some(offer_extra(o, quote)),
+            asset: &o.asset,
+            extra: offer_extra(o, quote),
         })
         .collect();
-    v1::PaymentRequirementsResponse::new(V1_ERROR, accepts)
+    let body = V1Body {
+        x402_version: x402::X402_VERSION_V1,
+        error,
+        accepts,
+    };
+    serde_json::to_vec(&body).expect("402 body serialises")
 }
 
-/// The full 402 response. `error` overrides the default "header is required" message (for a
+/// The full 402 response. `error` overrides the default "header is required" messages (for a
 /// fresh 402 after a rejected payment).
 pub fn render(quote: &Quote, route: &Route, resource_url: &str, error: Option<&str>) -> Response {
-    let mut v2_body = payment_required_v2(quote, route, resource_url);
-    let mut v1_body = payment_required_v1(quote, route, resource_url);
-    if let Some(e) = error {
-        v2_body.error = Some(e.to_string());
-        v1_body.error = e.to_string();
-    }
-    let header_value = x402::encode_header(&v2_body);
-    let body = serde_json::to_vec(&v1_body).expect("402 body serialises");
+    let v2 = v2_json(quote, route, resource_url, error.unwrap_or(V2_ERROR));
+    let body = v1_json(quote, route, resource_url, error.unwrap_or(V1_ERROR));
+    let header_value = base64::engine::general_purpose::STANDARD.encode(&v2);
     let mut resp = (StatusCode::PAYMENT_REQUIRED, body).into_response();
     let h = resp.headers_mut();
     h.insert(

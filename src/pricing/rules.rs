@@ -35,6 +35,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::discovery::{self, RenderedDiscovery};
 use super::expr::{EvalInput, Expr, ExprEnv, ExprKind, RequestView, Scope, parse_usd};
 use super::route_path::PathPattern;
 use crate::money::UsdMicros;
@@ -92,6 +93,8 @@ pub struct Route {
     pub description: Option<String>,
     pub mime_type: String,
     pub discovery: Option<Discovery>,
+    /// `discovery` rendered per method, once (see `discovery.rs`).
+    pub discovery_json: BTreeMap<String, RenderedDiscovery>,
     pub rules: Vec<Rule>,
 }
 
@@ -418,6 +421,11 @@ fn compile_route(
         errors.push(err(None, "route has no rules and no default price".into()));
     }
 
+    let discovery_json = raw
+        .discovery
+        .as_ref()
+        .map(|d| discovery::render(d, &methods))
+        .unwrap_or_default();
     let route = match path {
         Ok(path) if errors.is_empty() => Route {
             id: raw.id.clone(),
@@ -429,6 +437,7 @@ fn compile_route(
             max,
             description: raw.description,
             mime_type: raw.mime_type.unwrap_or_else(|| "application/json".into()),
+            discovery_json,
             discovery: raw.discovery,
             rules,
         },
