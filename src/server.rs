@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::config::{Config, DEMO_PAY_TO};
-use crate::db::{Db, QuoteLog};
+use crate::db::{Db, QuoteStats};
 use crate::http::{AppState, StateInner, Upstream, app};
 use crate::pricing::expr::ExprEnv;
 use crate::pricing::{LoadOptions, RulesHandle};
@@ -49,7 +49,7 @@ pub async fn build_state(config: Config, opts: BuildOptions) -> anyhow::Result<A
             opts.clock.clone(),
         )),
     };
-    let quote_log = if opts.without_db {
+    let quote_stats = if opts.without_db {
         None
     } else {
         let db = match &config.database_url {
@@ -66,7 +66,7 @@ pub async fn build_state(config: Config, opts: BuildOptions) -> anyhow::Result<A
                     .context("opening the embedded SQLite database")?
             }
         };
-        Some(QuoteLog::spawn(db))
+        Some(QuoteStats::new(db))
     };
     let upstream = match &config.upstream {
         Some(base) => Upstream::proxy(base, Duration::from_millis(config.upstream_timeout_ms))?,
@@ -76,19 +76,20 @@ pub async fn build_state(config: Config, opts: BuildOptions) -> anyhow::Result<A
         .redirect(reqwest::redirect::Policy::none())
         .timeout(Duration::from_secs(10))
         .build()?;
-    let quotes = QuoteEngine {
+    let quotes = QuoteEngine::new(
         store,
-        terms: config.networks.clone(),
-        ttl_seconds: config.quote_ttl_seconds,
-        clock: opts.clock,
-    };
+        config.networks.clone(),
+        config.quote_ttl_seconds,
+        opts.clock,
+        config.memory_quote_capacity,
+    );
     Ok(AppState::new(StateInner {
         config: Arc::new(config),
         rules,
         quotes,
         upstream,
         http_client,
-        quote_log,
+        quote_stats,
         metrics: Default::default(),
     }))
 }
@@ -100,6 +101,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     warn_about_demo_settings(&config);
     let state = build_state(config, BuildOptions::default()).await?;
     let _watcher = state.rules.spawn_watcher(reload);
+    let _stats = state
+        .quote_stats
+        .as_ref()
+        .map(|s| s.spawn_flusher(Duration::from_secs(10)));
     let routes = state.rules.current().routes.len();
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -111,9 +116,15 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         upstream = if state.config.upstream.is_some() { "proxy" } else { "demo" },
         "tariff serving"
     );
+    let state_stats = state.quote_stats.clone();
     axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown_signal())
         .await?;
+    if let Some(stats) = &state_stats
+        && let Err(e) = stats.flush().await
+    {
+        tracing::warn!(error = %e, "final quote statistics flush failed");
+    }
     Ok(())
 }
 

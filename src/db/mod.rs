@@ -1,7 +1,7 @@
 //! The database: PostgreSQL in production, SQLite as the embedded default. One schema in two
 //! dialects (`migrations/postgres`, `migrations/sqlite`), applied at connect.
 
-pub mod quote_log;
+pub mod quote_stats;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -10,7 +10,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 
-pub use quote_log::{QuoteLog, QuoteRow};
+pub use quote_stats::{QuoteStats, StatRow};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {

@@ -22,9 +22,7 @@ use crate::money::UsdMicros;
 use crate::pricing::Decision;
 use crate::pricing::expr::{EvalInput, RequestView};
 use crate::pricing::external::{PricerRequest, external_price};
-use crate::quote::{
-    CanonicalBody, CanonicalRequest, QuoteRequest, QuoteStore, RuleRef, fingerprint,
-};
+use crate::quote::{CanonicalBody, CanonicalRequest, QuoteRequest, RuleRef, fingerprint};
 
 pub async fn handle(State(state): State<AppState>, req: Request) -> Response {
     match gateway(&state, req).await {
@@ -108,8 +106,7 @@ async fn gateway(state: &AppState, req: Request) -> Result<Response, ApiError> {
             // an open quote already fixes the price.
             if let Some(open) = state
                 .quotes
-                .store
-                .get(&hash)
+                .open_quote(&hash)
                 .await
                 .map_err(|e| store_unavailable(state, e))?
             {
@@ -152,8 +149,8 @@ async fn gateway(state: &AppState, req: Request) -> Result<Response, ApiError> {
         })?;
     if issued.created {
         state.metrics.quotes_created.inc();
-        if let Some(log) = &state.quote_log {
-            log.record(&issued.quote);
+        if let Some(stats) = &state.quote_stats {
+            stats.record(&issued.quote);
         }
     } else {
         state.metrics.quotes_reused.inc();

@@ -15,7 +15,7 @@ use axum::Router;
 use axum::routing::get;
 
 use crate::config::Config;
-use crate::db::QuoteLog;
+use crate::db::QuoteStats;
 use crate::pricing::RulesHandle;
 use crate::quote::QuoteEngine;
 pub use error::ApiError;
@@ -32,7 +32,8 @@ pub struct StateInner {
     pub upstream: Upstream,
     /// For outbound calls Tariff makes itself (external pricer).
     pub http_client: reqwest::Client,
-    pub quote_log: Option<QuoteLog>,
+    /// Quotes issued per minute and rule (absent when running without a database).
+    pub quote_stats: Option<QuoteStats>,
     pub metrics: ops::Metrics,
 }
 

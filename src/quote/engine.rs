@@ -1,6 +1,7 @@
 //! Issuing quotes: turn a price into offers on every configured network and store the quote
 //! under the request's hash, or find the one already open for it.
 
+use super::memory::MemoryQuoteStore;
 use super::model::{Offer, Quote, QuoteId, RequestHash, RuleRef};
 use super::store::{AnyQuoteStore, QuoteStore, StoreError};
 use crate::config::NetworkTerms;
@@ -18,6 +19,11 @@ pub enum IssueError {
 #[derive(Clone)]
 pub struct QuoteEngine {
     pub store: AnyQuoteStore,
+    /// An in-process cache in front of a shared store. Safe because quotes are immutable and
+    /// `get_or_insert` never replaces an open one: every instance that has seen the quote for a
+    /// hash has seen the same quote, until the expiry it carries (which the cache honours). A
+    /// repeated request then costs no round trip.
+    pub local: Option<MemoryQuoteStore>,
     pub terms: Vec<NetworkTerms>,
     pub ttl_seconds: u64,
     pub clock: Clock,
@@ -39,6 +45,41 @@ pub struct Issued {
 }
 
 impl QuoteEngine {
+    /// The engine for a store; a shared (Redis) store gets a local cache of `cache_capacity`.
+    pub fn new(
+        store: AnyQuoteStore,
+        terms: Vec<NetworkTerms>,
+        ttl_seconds: u64,
+        clock: Clock,
+        cache_capacity: usize,
+    ) -> Self {
+        let local = match store {
+            AnyQuoteStore::Redis(_) => Some(MemoryQuoteStore::new(cache_capacity, clock.clone())),
+            AnyQuoteStore::Memory(_) => None,
+        };
+        QuoteEngine {
+            store,
+            local,
+            terms,
+            ttl_seconds,
+            clock,
+        }
+    }
+
+    /// The open quote for a request, if there is one (local cache first).
+    pub async fn open_quote(&self, hash: &RequestHash) -> Result<Option<Quote>, StoreError> {
+        if let Some(local) = &self.local
+            && let Some(q) = local.get(hash).await?
+        {
+            return Ok(Some(q));
+        }
+        let found = self.store.get(hash).await?;
+        if let (Some(local), Some(q)) = (&self.local, &found) {
+            local.get_or_insert(q.clone()).await?;
+        }
+        Ok(found)
+    }
+
     pub fn offers(&self, price: UsdMicros) -> Result<Vec<Offer>, IssueError> {
         self.terms
             .iter()
@@ -67,6 +108,14 @@ impl QuoteEngine {
     /// there is none. A quote already open keeps its price even if the rules changed since:
     /// the buyer may be signing for it right now.
     pub async fn issue(&self, req: QuoteRequest<'_>) -> Result<Issued, IssueError> {
+        if let Some(local) = &self.local
+            && let Some(quote) = local.get(&req.hash).await?
+        {
+            return Ok(Issued {
+                quote,
+                created: false,
+            });
+        }
         let now = self.clock.now();
         let candidate = Quote {
             id: QuoteId::random(),
@@ -81,6 +130,9 @@ impl QuoteEngine {
         };
         let id = candidate.id.clone();
         let quote = self.store.get_or_insert(candidate).await?;
+        if let Some(local) = &self.local {
+            local.get_or_insert(quote.clone()).await?;
+        }
         let created = quote.id == id;
         Ok(Issued { quote, created })
     }

@@ -1,7 +1,10 @@
 //! The database layer on both backends: real PostgreSQL and embedded SQLite.
 
-use tariff::db::quote_log::{self, QuoteRow};
-use tariff::db::{Db, QuoteLog};
+use tariff::db::quote_stats::{self, StatRow};
+use tariff::db::{Db, QuoteStats};
+use tariff::money::UsdMicros;
+use tariff::quote::{Quote, QuoteId, RequestHash, RuleRef};
+use tariff::time::UnixMillis;
 
 use crate::harness::{TempDir, TestApp, repo_rules};
 
@@ -39,40 +42,65 @@ pub async fn backends() -> Vec<Backend> {
     ]
 }
 
-fn row(id: &str, price: i64, created: i64) -> QuoteRow {
-    QuoteRow {
-        id: id.into(),
-        request_hash: "ab".repeat(32),
-        route: "search".into(),
-        rule: "simple-lookup".into(),
+fn quote(route: &str, rule: &str, price: u64, at_ms: u64) -> Quote {
+    Quote {
+        id: QuoteId::random(),
+        request_hash: RequestHash([1; 32]),
+        price: UsdMicros(price),
+        rule: RuleRef {
+            route: route.into(),
+            rule: rule.into(),
+        },
         method: "GET".into(),
         path: "/search".into(),
-        price_usd_micros: price,
-        offers: "[]".into(),
-        created_at_ms: created,
-        expires_at_ms: created + 300_000,
+        offers: vec![],
+        created_at: UnixMillis(at_ms),
+        expires_at: UnixMillis(at_ms + 300_000),
     }
 }
 
 #[tokio::test]
-async fn quote_rows_round_trip_and_inserts_are_idempotent() {
+async fn stats_count_per_minute_and_rule_and_add_up_across_flushes_and_instances() {
     for b in backends().await {
-        let id = format!("q_{:032x}", 1);
-        quote_log::insert(&b.db, &[row(&id, 20_000, 1_000)])
-            .await
-            .unwrap();
-        // The same batch again (a retried write) changes nothing.
-        quote_log::insert(&b.db, &[row(&id, 20_000, 1_000)])
-            .await
-            .unwrap();
+        let name = b.db.backend_name();
+        // Two "instances" writing to one database.
+        let a = QuoteStats::new(b.db.clone());
+        let c = QuoteStats::new(b.db.clone());
+        a.record(&quote("search", "simple", 20_000, 60_000));
+        a.record(&quote("search", "simple", 20_000, 119_999));
+        a.record(&quote("search", "compare", 120_000, 120_000));
+        c.record(&quote("search", "simple", 20_000, 61_000));
+        a.flush().await.unwrap();
+        c.flush().await.unwrap();
+        a.record(&quote("search", "simple", 20_000, 100_000));
+        a.flush().await.unwrap();
+        a.flush().await.unwrap(); // nothing pending: a no-op
+        let rows = quote_stats::since(&b.db, 0).await.unwrap();
         assert_eq!(
-            quote_log::count(&b.db).await.unwrap(),
-            1,
-            "{}",
-            b.db.backend_name()
+            rows,
+            vec![
+                StatRow {
+                    bucket_start_ms: 60_000,
+                    route: "search".into(),
+                    rule: "simple".into(),
+                    quotes: 4,
+                    quoted_usd_micros: 80_000
+                },
+                StatRow {
+                    bucket_start_ms: 120_000,
+                    route: "search".into(),
+                    rule: "compare".into(),
+                    quotes: 1,
+                    quoted_usd_micros: 120_000
+                },
+            ],
+            "{name}"
         );
-        let got = quote_log::recent(&b.db, 10).await.unwrap();
-        assert_eq!(got, vec![row(&id, 20_000, 1_000)]);
+        assert_eq!(
+            quote_stats::since(&b.db, 120_000).await.unwrap().len(),
+            1,
+            "{name}"
+        );
         b.db.ping().await.unwrap();
     }
 }
@@ -81,64 +109,86 @@ async fn quote_rows_round_trip_and_inserts_are_idempotent() {
 async fn constraints_refuse_bad_rows() {
     for b in backends().await {
         let name = b.db.backend_name();
-        let zero = row(&format!("q_{:032x}", 2), 0, 1_000);
+        for sql in [
+            "INSERT INTO quote_stats VALUES (60001, 'r', 'x', 1, 1)",
+            "INSERT INTO quote_stats VALUES (60000, 'r', 'x', 0, 1)",
+            "INSERT INTO quote_stats VALUES (60000, 'r', 'x', 1, -1)",
+        ] {
+            let res = match &b.db {
+                Db::Postgres(p) => sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .execute(p)
+                    .await
+                    .map(|_| ()),
+                Db::Sqlite(p) => sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .execute(p)
+                    .await
+                    .map(|_| ()),
+            };
+            assert!(res.is_err(), "{name}: {sql} must be refused");
+        }
         assert!(
-            quote_log::insert(&b.db, &[zero]).await.is_err(),
-            "{name}: zero price refused"
-        );
-        let mut bad_hash = row(&format!("q_{:032x}", 3), 1, 1_000);
-        bad_hash.request_hash = "abc".into();
-        assert!(
-            quote_log::insert(&b.db, &[bad_hash]).await.is_err(),
-            "{name}: bad hash refused"
-        );
-        let mut backwards = row(&format!("q_{:032x}", 4), 1, 1_000);
-        backwards.expires_at_ms = 999;
-        assert!(
-            quote_log::insert(&b.db, &[backwards]).await.is_err(),
-            "{name}: expiry before creation refused"
-        );
-        assert_eq!(
-            quote_log::count(&b.db).await.unwrap(),
-            0,
+            quote_stats::since(&b.db, 0).await.unwrap().is_empty(),
             "{name}: nothing written"
         );
     }
 }
 
 #[tokio::test]
-async fn served_quotes_land_in_postgres() {
+async fn a_failed_flush_keeps_the_counts_for_the_next_one() {
+    let url = fresh_postgres().await;
+    let db = Db::connect(&url).await.unwrap();
+    let stats = QuoteStats::new(db.clone());
+    stats.record(&quote("search", "simple", 20_000, 60_000));
+    // Break the table for one flush.
+    let Db::Postgres(pool) = &db else {
+        unreachable!()
+    };
+    sqlx::query("ALTER TABLE quote_stats RENAME TO quote_stats_away")
+        .execute(pool)
+        .await
+        .unwrap();
+    assert!(stats.flush().await.is_err());
+    sqlx::query("ALTER TABLE quote_stats_away RENAME TO quote_stats")
+        .execute(pool)
+        .await
+        .unwrap();
+    stats.flush().await.unwrap();
+    let rows = quote_stats::since(&db, 0).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].quotes, 1, "counted once, not lost and not doubled");
+}
+
+#[tokio::test]
+async fn served_quotes_are_counted_in_postgres() {
     let url = fresh_postgres().await;
     let app = TestApp::start(&repo_rules(), &[("TARIFF_DATABASE_URL", url.clone())]).await;
-    let a = app.get("/search?q=bitcoin+price").await.quote_id();
-    app.get("/search?q=bitcoin+price").await; // reused: not logged again
-    let b = app
-        .post_json("/search", r#"{"query":"x","documents":["a","b","c"]}"#)
-        .await
-        .quote_id();
-    let log = app.state.quote_log.as_ref().unwrap();
-    log.flush().await;
-    let rows = quote_log::recent(log.db(), 10).await.unwrap();
-    assert_eq!(rows.len(), 2, "{rows:?}");
-    let by_id = |id: &str| rows.iter().find(|r| r.id == id).unwrap().clone();
-    assert_eq!(by_id(&a).price_usd_micros, 20_000);
-    assert_eq!(by_id(&a).rule, "simple-lookup");
-    assert_eq!(by_id(&b).price_usd_micros, 120_000);
-    assert_eq!(by_id(&b).rule, "compare-filings");
-    assert!(
-        by_id(&b).offers.contains("\"amount\":\"120000\""),
-        "{}",
-        by_id(&b).offers
-    );
-    assert_eq!(log.dropped(), 0);
+    app.get("/search?q=bitcoin+price").await;
+    app.get("/search?q=bitcoin+price").await; // the open quote again: not a new quote
+    app.get("/search?q=ether+price").await;
+    app.post_json("/search", r#"{"query":"x","documents":["a","b","c"]}"#)
+        .await;
+    let stats = app.state.quote_stats.as_ref().unwrap();
+    stats.flush().await.unwrap();
+    let rows = quote_stats::since(stats.db(), 0).await.unwrap();
+    let count = |rule: &str| {
+        rows.iter()
+            .filter(|r| r.rule == rule)
+            .map(|r| (r.quotes, r.quoted_usd_micros))
+            .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
+    };
+    assert_eq!(count("simple-lookup"), (2, 40_000), "{rows:?}");
+    assert_eq!(count("compare-filings"), (1, 120_000), "{rows:?}");
 }
 
 #[tokio::test]
 async fn the_embedded_default_is_sqlite() {
     let app = TestApp::start(&repo_rules(), &[]).await;
     app.get("/search?q=sqlite").await;
-    let log: &QuoteLog = app.state.quote_log.as_ref().unwrap();
-    log.flush().await;
-    assert_eq!(log.db().backend_name(), "sqlite");
-    assert_eq!(quote_log::count(log.db()).await.unwrap(), 1);
+    let stats = app.state.quote_stats.as_ref().unwrap();
+    stats.flush().await.unwrap();
+    assert_eq!(stats.db().backend_name(), "sqlite");
+    assert_eq!(
+        quote_stats::since(stats.db(), 0).await.unwrap()[0].quotes,
+        1
+    );
 }
