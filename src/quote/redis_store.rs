@@ -6,8 +6,14 @@
 //! quote and answers nil, or stores nothing and answers the quote already there. That is the
 //! atomic "same request, same quote" with one round trip and one key, so it also works on Redis
 //! Cluster.
+//!
+//! Writes are auto-pipelined: concurrent `get_or_insert` calls queue to one writer task, which
+//! sends everything queued so far as a single pipeline (one `write` syscall, one read). Under
+//! load, batches grow by themselves; with one request in flight, a batch is that request and
+//! nothing waits. Without it each command cost its own syscall pair, 14% of the 402 path's CPU.
 
 use redis::aio::ConnectionManager;
+use tokio::sync::{mpsc, oneshot};
 
 use super::model::{Quote, RequestHash};
 use super::store::{QuoteStore, StoreError};
@@ -16,7 +22,20 @@ use super::store::{QuoteStore, StoreError};
 pub struct RedisQuoteStore {
     conn: ConnectionManager,
     prefix: String,
+    writes: mpsc::Sender<Write>,
 }
+
+/// One queued `SET NX PXAT GET`: key, value, expiry, and where the previous value goes.
+struct Write {
+    key: String,
+    value: Vec<u8>,
+    expires_at_ms: u64,
+    reply: oneshot::Sender<Result<Option<Vec<u8>>, StoreError>>,
+}
+
+/// The most commands one pipeline carries; the queue bounds memory under overload.
+const MAX_BATCH: usize = 256;
+const QUEUE: usize = 4096;
 
 impl RedisQuoteStore {
     /// Connects (with automatic reconnects). `prefix` namespaces the keys, e.g. `tariff:`.
@@ -31,9 +50,12 @@ impl RedisQuoteStore {
             .get_connection_manager_with_config(config)
             .await
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let (writes, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(writer(conn.clone(), rx));
         Ok(RedisQuoteStore {
             conn,
             prefix: prefix.to_owned(),
+            writes,
         })
     }
 
@@ -50,20 +72,71 @@ fn decode(bytes: &[u8]) -> Result<Quote, StoreError> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
+/// Sends queued writes as pipelines until every store handle is dropped.
+async fn writer(mut conn: ConnectionManager, mut rx: mpsc::Receiver<Write>) {
+    let mut batch: Vec<Write> = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        // The first enqueue wakes this task straight away (tokio runs a just-woken task next),
+        // which would make every batch one command long. Yielding once lets the other requests
+        // that are ready to run enqueue theirs first; when nothing else is ready it costs one
+        // trip through the scheduler.
+        tokio::task::yield_now().await;
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(w) => batch.push(w),
+                Err(_) => break,
+            }
+        }
+        let mut pipe = redis::pipe();
+        for w in &batch {
+            pipe.cmd("SET")
+                .arg(&w.key)
+                .arg(&w.value)
+                .arg("NX")
+                .arg("PXAT")
+                .arg(w.expires_at_ms)
+                .arg("GET");
+        }
+        let result: Result<Vec<Option<Vec<u8>>>, _> = pipe.query_async(&mut conn).await;
+        match result {
+            Ok(previous) if previous.len() == batch.len() => {
+                for (w, prev) in batch.drain(..).zip(previous) {
+                    let _ = w.reply.send(Ok(prev));
+                }
+            }
+            Ok(previous) => {
+                let msg = format!(
+                    "pipeline answered {} of {} commands",
+                    previous.len(),
+                    batch.len()
+                );
+                for w in batch.drain(..) {
+                    let _ = w.reply.send(Err(StoreError::Unavailable(msg.clone())));
+                }
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                for w in batch.drain(..) {
+                    let _ = w.reply.send(Err(StoreError::Unavailable(msg.clone())));
+                }
+            }
+        }
+    }
+}
+
 impl QuoteStore for RedisQuoteStore {
     async fn get_or_insert(&self, quote: Quote) -> Result<Quote, StoreError> {
-        let json = serde_json::to_vec(&quote).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let mut conn = self.conn.clone();
-        let previous: Option<Vec<u8>> = redis::cmd("SET")
-            .arg(self.key(&quote.request_hash))
-            .arg(json)
-            .arg("NX")
-            .arg("PXAT")
-            .arg(quote.expires_at.0)
-            .arg("GET")
-            .query_async(&mut conn)
-            .await
-            .map_err(unavailable)?;
+        let value = serde_json::to_vec(&quote).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let (reply, answer) = oneshot::channel();
+        let write = Write {
+            key: self.key(&quote.request_hash),
+            value,
+            expires_at_ms: quote.expires_at.0,
+            reply,
+        };
+        let gone = || StoreError::Unavailable("quote writer stopped".into());
+        self.writes.send(write).await.map_err(|_| gone())?;
+        let previous = answer.await.map_err(|_| gone())??;
         match previous {
             None => Ok(quote),
             Some(bytes) => decode(&bytes),
