@@ -196,3 +196,30 @@ async fn redis_keys_carry_a_ttl() {
         "key expires with the quote: {pttl} ms"
     );
 }
+
+#[tokio::test]
+async fn concurrent_inserts_of_distinct_quotes_each_get_their_own_answer() {
+    // Redis writes are pipelined in batches: replies must go back to the right callers.
+    for store in backends().await {
+        let now = Clock::System.now();
+        let mut tasks = Vec::new();
+        for i in 0..=255u8 {
+            let s = store.clone();
+            tasks.push(tokio::spawn(async move {
+                let q = quote(i, now, 60_000, u64::from(i) + 1);
+                let got = s.get_or_insert(q.clone()).await.unwrap();
+                (q, got)
+            }));
+        }
+        for t in tasks {
+            let (sent, got) = t.await.unwrap();
+            assert_eq!(
+                got,
+                sent,
+                "{}: each caller gets its own new quote",
+                store.backend_name()
+            );
+            assert_eq!(store.get(&sent.request_hash).await.unwrap(), Some(sent));
+        }
+    }
+}
