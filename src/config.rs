@@ -277,31 +277,16 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         .transpose()?;
     let redis_url = raw
         .redis_url
-        .map(|u| {
-            if u.starts_with("redis://") || u.starts_with("rediss://") || u.starts_with("unix://") {
-                Ok(Secret::new(u))
-            } else {
-                Err(invalid(
-                    "redis_url",
-                    "must start with redis://, rediss:// or unix://",
-                ))
-            }
-        })
+        .map(|u| secret_url("redis_url", u, &["redis://", "rediss://", "unix://"]))
         .transpose()?;
     let database_url = raw
         .database_url
         .map(|u| {
-            if u.starts_with("postgres://")
-                || u.starts_with("postgresql://")
-                || u.starts_with("sqlite:")
-            {
-                Ok(Secret::new(u))
-            } else {
-                Err(invalid(
-                    "database_url",
-                    "must start with postgres://, postgresql:// or sqlite:",
-                ))
-            }
+            secret_url(
+                "database_url",
+                u,
+                &["postgres://", "postgresql://", "sqlite:"],
+            )
         })
         .transpose()?;
 
@@ -485,6 +470,19 @@ fn network_terms(i: usize, n: RawNetwork, quote_ttl: u64) -> Result<NetworkTerms
         pay_to,
         max_timeout_seconds,
     })
+}
+
+/// A URL that may carry credentials: kept as a secret, checked only for its scheme (the driver
+/// parses the rest and its errors name the problem).
+fn secret_url(setting: &str, url: String, schemes: &[&str]) -> Result<Secret<String>, ConfigError> {
+    if schemes.iter().any(|s| url.starts_with(s)) {
+        Ok(Secret::new(url))
+    } else {
+        Err(invalid(
+            setting,
+            format!("must start with {}", schemes.join(", ")),
+        ))
+    }
 }
 
 fn check_http_url(setting: &str, u: &str) -> Result<String, ConfigError> {
