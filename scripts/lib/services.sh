@@ -125,7 +125,13 @@ tariff_services_stop() {
   local d=$TARIFF_SVC_DIR bin
   [ -n "$d" ] && [ -d "$d" ] || return 0
   if [ -f "$d/redis/redis.pid" ]; then
-    kill "$(cat "$d/redis/redis.pid")" 2>/dev/null || true
+    local rpid
+    rpid=$(cat "$d/redis/redis.pid")
+    kill "$rpid" 2>/dev/null || true
+    # Wait for it to exit: a Redis still shutting down writes its log, and `rm -rf` below would
+    # then fail and abort the caller's EXIT trap under `set -e`.
+    for _ in $(seq 50); do kill -0 "$rpid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$rpid" 2>/dev/null || true
   fi
   bin=$(_svc_pg_bin)
   if [ -f "$d/pg/data/postmaster.pid" ] && [ -n "$bin" ]; then
@@ -136,7 +142,7 @@ tariff_services_stop() {
       "$bin/pg_ctl" -D "$d/pg/data" -m immediate -w stop >/dev/null 2>&1 || true
     fi
   fi
-  rm -rf "$d"
+  rm -rf "$d" || { sleep 0.5; rm -rf "$d"; } || _svc_log "could not remove $d"
   _svc_log "stopped services and removed $d"
   [ "$d" = "$TARIFF_SVC_DIR" ] && TARIFF_SVC_DIR=
   return 0
