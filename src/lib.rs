@@ -6,6 +6,7 @@ pub mod cli;
 pub mod config;
 pub mod db;
 pub mod http;
+pub mod ledger;
 pub mod money;
 pub mod pricing;
 pub mod quote;

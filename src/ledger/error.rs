@@ -114,9 +114,10 @@ impl From<sqlx::Error> for LedgerError {
                 // SQLite reports extended codes (e.g. 517 = BUSY_SNAPSHOT); the low byte is the
                 // primary code. PostgreSQL class 08 is "connection exception", 57P0x "shutdown".
                 let sqlite_primary = code.parse::<u32>().ok().map(|c| (c & 0xff).to_string());
-                let unavailable = matches!(sqlite_primary.as_deref(), Some(SQLITE_BUSY | SQLITE_LOCKED))
-                    || code.starts_with("08")
-                    || code.starts_with("57P0");
+                let unavailable =
+                    matches!(sqlite_primary.as_deref(), Some(SQLITE_BUSY | SQLITE_LOCKED))
+                        || code.starts_with("08")
+                        || code.starts_with("57P0");
                 if unavailable {
                     LedgerError::Unavailable(e.to_string())
                 } else {

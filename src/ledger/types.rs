@@ -140,7 +140,9 @@ impl AccountKind {
         match s {
             "agent" => Ok(AccountKind::Agent),
             "system" => Ok(AccountKind::System),
-            other => Err(LedgerError::Database(format!("unknown account kind {other:?}"))),
+            other => Err(LedgerError::Database(format!(
+                "unknown account kind {other:?}"
+            ))),
         }
     }
 }

@@ -1,6 +1,8 @@
 //! Issuing quotes: turn a price into offers on every configured network and store the quote
 //! under the request's hash, or find the one already open for it.
 
+use std::sync::Arc;
+
 use super::memory::MemoryQuoteStore;
 use super::model::{Offer, Quote, QuoteId, RequestHash, RuleRef};
 use super::store::{AnyQuoteStore, QuoteStore, StoreError};
@@ -40,7 +42,7 @@ pub struct QuoteRequest<'a> {
 
 /// A quote, and whether this call created it (false: an open quote was already there).
 pub struct Issued {
-    pub quote: Quote,
+    pub quote: Arc<Quote>,
     pub created: bool,
 }
 
@@ -67,7 +69,7 @@ impl QuoteEngine {
     }
 
     /// The open quote for a request, if there is one (local cache first).
-    pub async fn open_quote(&self, hash: &RequestHash) -> Result<Option<Quote>, StoreError> {
+    pub async fn open_quote(&self, hash: &RequestHash) -> Result<Option<Arc<Quote>>, StoreError> {
         if let Some(local) = &self.local
             && let Some(q) = local.get(hash).await?
         {
@@ -117,7 +119,7 @@ impl QuoteEngine {
             });
         }
         let now = self.clock.now();
-        let candidate = Quote {
+        let candidate = Arc::new(Quote {
             id: QuoteId::random(),
             request_hash: req.hash,
             price: req.price,
@@ -127,7 +129,7 @@ impl QuoteEngine {
             offers: self.offers(req.price)?,
             created_at: now,
             expires_at: now.plus_secs(self.ttl_seconds),
-        };
+        });
         let id = candidate.id.clone();
         let quote = self.store.get_or_insert(candidate).await?;
         if let Some(local) = &self.local {

@@ -16,7 +16,7 @@ pub struct MemoryQuoteStore {
 }
 
 struct Inner {
-    by_hash: HashMap<RequestHash, Quote>,
+    by_hash: HashMap<RequestHash, Arc<Quote>>,
     /// Expiry order, so purging and eviction never scan the whole map.
     by_expiry: BTreeSet<(UnixMillis, RequestHash)>,
 }
@@ -70,7 +70,7 @@ impl Inner {
 }
 
 impl QuoteStore for MemoryQuoteStore {
-    async fn get_or_insert(&self, quote: Quote) -> Result<Quote, StoreError> {
+    async fn get_or_insert(&self, quote: Arc<Quote>) -> Result<Arc<Quote>, StoreError> {
         let now = self.clock.now();
         let mut inner = self.lock();
         if let Some(existing) = inner.by_hash.get(&quote.request_hash) {
@@ -92,7 +92,7 @@ impl QuoteStore for MemoryQuoteStore {
         Ok(quote)
     }
 
-    async fn get(&self, hash: &RequestHash) -> Result<Option<Quote>, StoreError> {
+    async fn get(&self, hash: &RequestHash) -> Result<Option<Arc<Quote>>, StoreError> {
         let now = self.clock.now();
         let inner = self.lock();
         Ok(inner

@@ -2,6 +2,7 @@
 //! same contract tests (`tests/it/quote_store.rs`).
 
 use std::future::Future;
+use std::sync::Arc;
 
 use super::memory::MemoryQuoteStore;
 use super::model::{Quote, RequestHash};
@@ -20,13 +21,18 @@ pub enum StoreError {
 ///   otherwise store `q` until `q.expires_at` and return it. Atomic: of any number of
 ///   concurrent calls for one hash, exactly one quote wins and all callers get that one.
 /// - `get(hash)`: the open quote for the hash, if any. An expired quote is never returned.
+///
+/// Quotes are immutable once issued, so they travel as `Arc<Quote>`: a cache hit or a repeated
+/// 402 shares the quote instead of copying its dozen strings.
 pub trait QuoteStore: Send + Sync {
-    fn get_or_insert(&self, quote: Quote)
-    -> impl Future<Output = Result<Quote, StoreError>> + Send;
+    fn get_or_insert(
+        &self,
+        quote: Arc<Quote>,
+    ) -> impl Future<Output = Result<Arc<Quote>, StoreError>> + Send;
     fn get(
         &self,
         hash: &RequestHash,
-    ) -> impl Future<Output = Result<Option<Quote>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Option<Arc<Quote>>, StoreError>> + Send;
     /// Whether the backend answers (for health checks).
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
@@ -49,13 +55,13 @@ impl AnyQuoteStore {
 }
 
 impl QuoteStore for AnyQuoteStore {
-    async fn get_or_insert(&self, quote: Quote) -> Result<Quote, StoreError> {
+    async fn get_or_insert(&self, quote: Arc<Quote>) -> Result<Arc<Quote>, StoreError> {
         match self {
             AnyQuoteStore::Memory(s) => s.get_or_insert(quote).await,
             AnyQuoteStore::Redis(s) => s.get_or_insert(quote).await,
         }
     }
-    async fn get(&self, hash: &RequestHash) -> Result<Option<Quote>, StoreError> {
+    async fn get(&self, hash: &RequestHash) -> Result<Option<Arc<Quote>>, StoreError> {
         match self {
             AnyQuoteStore::Memory(s) => s.get(hash).await,
             AnyQuoteStore::Redis(s) => s.get(hash).await,

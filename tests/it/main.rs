@@ -3,6 +3,7 @@ mod cli;
 mod db;
 mod gateway;
 mod harness;
+mod ledger;
 mod payment_required;
 mod proxy;
 mod quote_store;

@@ -1,5 +1,6 @@
 //! The quote store contract, run against every backend: in-memory and real Redis.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tariff::money::UsdMicros;
@@ -9,8 +10,8 @@ use tariff::quote::{
 };
 use tariff::time::{Clock, UnixMillis};
 
-fn quote(hash: u8, now: UnixMillis, ttl_ms: u64, price: u64) -> Quote {
-    Quote {
+fn quote(hash: u8, now: UnixMillis, ttl_ms: u64, price: u64) -> Arc<Quote> {
+    Arc::new(Quote {
         id: QuoteId::random(),
         request_hash: RequestHash([hash; 32]),
         price: UsdMicros(price),
@@ -23,7 +24,7 @@ fn quote(hash: u8, now: UnixMillis, ttl_ms: u64, price: u64) -> Quote {
         offers: vec![],
         created_at: now,
         expires_at: UnixMillis(now.0 + ttl_ms),
-    }
+    })
 }
 
 async fn redis_store() -> AnyQuoteStore {
@@ -80,7 +81,7 @@ async fn concurrent_inserts_for_one_hash_agree_on_one_quote() {
         }
         let mut ids = Vec::new();
         for t in tasks {
-            ids.push(t.await.unwrap().id);
+            ids.push(t.await.unwrap().id.clone());
         }
         let first = ids[0].clone();
         assert!(

@@ -1,0 +1,465 @@
+//! SQL for the ledger, written once for both backends. Each statement is plain SQL that
+//! PostgreSQL and SQLite both accept (`$n` placeholders, `ON CONFLICT`, `RETURNING`); the one
+//! exception is row locking, which only PostgreSQL has and only PostgreSQL needs (a SQLite
+//! write transaction already excludes every other writer).
+
+use sqlx::{Postgres, Sqlite};
+
+use super::LedgerError;
+use super::types::{
+    AccountId, AccountKind, Counters, References, Transfer, TransferId, TransferKind,
+};
+use crate::db::Db;
+use crate::money::UsdMicros;
+use crate::time::UnixMillis;
+
+/// A write transaction on either backend.
+pub(super) enum Tx {
+    Pg(sqlx::Transaction<'static, Postgres>),
+    Lite(sqlx::Transaction<'static, Sqlite>),
+}
+
+/// Runs `$body` with `$c` bound to the transaction's connection, once per backend, so the same
+/// query-building code is type-checked against each driver.
+macro_rules! on_tx {
+    ($tx:expr, |$c:ident| $body:expr) => {
+        match $tx {
+            Tx::Pg(t) => {
+                let $c = &mut **t;
+                $body
+            }
+            Tx::Lite(t) => {
+                let $c = &mut **t;
+                $body
+            }
+        }
+    };
+}
+
+/// The same for a statement outside a transaction, on the pool.
+macro_rules! on_db {
+    ($db:expr, |$p:ident| $body:expr) => {
+        match $db {
+            Db::Postgres($p) => $body,
+            Db::Sqlite($p) => $body,
+        }
+    };
+}
+
+/// The columns of `TransferRow`, for `concat!` into statements (which must be `&'static str`).
+macro_rules! transfer_columns {
+    () => {
+        "seq, id, kind, debit_account, credit_account, amount, quote_id, request_hash, chain_tx, \
+         payer, nonce, reason, group_id, pending_id, expires_at_ms, created_at_ms"
+    };
+}
+
+/// Likewise for `AccountRow`.
+macro_rules! account_columns {
+    () => {
+        "id, kind, owner, allow_negative, debits_posted, credits_posted, debits_pending, \
+         credits_pending, created_at_ms"
+    };
+}
+
+impl Tx {
+    /// On SQLite the transaction starts with `BEGIN IMMEDIATE`: it takes the write lock up
+    /// front, waiting (busy timeout) for other writers. A deferred transaction would read first
+    /// and fail with SQLITE_BUSY when upgrading to a write while another connection writes.
+    pub(super) async fn begin(db: &Db) -> Result<Tx, LedgerError> {
+        Ok(match db {
+            Db::Postgres(p) => Tx::Pg(p.begin().await?),
+            Db::Sqlite(p) => Tx::Lite(p.begin_with("BEGIN IMMEDIATE").await?),
+        })
+    }
+
+    pub(super) async fn commit(self) -> Result<(), LedgerError> {
+        match self {
+            Tx::Pg(t) => t.commit().await?,
+            Tx::Lite(t) => t.commit().await?,
+        }
+        Ok(())
+    }
+
+    pub(super) async fn rollback(self) -> Result<(), LedgerError> {
+        match self {
+            Tx::Pg(t) => t.rollback().await?,
+            Tx::Lite(t) => t.rollback().await?,
+        }
+        Ok(())
+    }
+
+    pub(super) async fn transfer(
+        &mut self,
+        id: &TransferId,
+    ) -> Result<Option<Transfer>, LedgerError> {
+        let row: Option<TransferRow> = on_tx!(self, |c| sqlx::query_as(SELECT_TRANSFER_BY_ID)
+            .bind(id.as_str())
+            .fetch_optional(&mut *c)
+            .await)?;
+        row.map(TransferRow::into_transfer).transpose()
+    }
+
+    /// The ids of a stored linked group.
+    pub(super) async fn group_members(
+        &mut self,
+        group: &TransferId,
+    ) -> Result<Vec<String>, LedgerError> {
+        let rows: Vec<(String,)> = on_tx!(self, |c| sqlx::query_as(
+            "SELECT id FROM ledger_transfers WHERE group_id = $1 ORDER BY id"
+        )
+        .bind(group.as_str())
+        .fetch_all(&mut *c)
+        .await)?;
+        Ok(rows.into_iter().map(|(id,)| id).collect())
+    }
+
+    /// The post or void that resolved `hold`, if any.
+    pub(super) async fn resolution_of(
+        &mut self,
+        hold: &TransferId,
+    ) -> Result<Option<TransferId>, LedgerError> {
+        let row: Option<(String,)> = on_tx!(self, |c| sqlx::query_as(
+            "SELECT id FROM ledger_transfers WHERE pending_id = $1"
+        )
+        .bind(hold.as_str())
+        .fetch_optional(&mut *c)
+        .await)?;
+        Ok(row.map(|(id,)| TransferId::from_db(id)))
+    }
+
+    /// Reads an account's counters and, on PostgreSQL, locks its row until the transaction
+    /// ends. Callers lock in sorted id order, so two transactions never wait on each other in a
+    /// cycle. `FOR NO KEY UPDATE` rather than `FOR UPDATE`: it excludes every other writer of
+    /// the counters just the same, but does not conflict with the `KEY SHARE` lock that the
+    /// foreign-key check of a concurrent transfer insert takes on the same account (with
+    /// `FOR UPDATE`, two transfers on one account could deadlock: each holding the other's
+    /// key-share lock while waiting to upgrade).
+    pub(super) async fn lock_account(
+        &mut self,
+        id: &AccountId,
+    ) -> Result<Option<AccountRow>, LedgerError> {
+        const PG: &str = concat!(
+            "SELECT ",
+            account_columns!(),
+            " FROM ledger_accounts WHERE id = $1 FOR NO KEY UPDATE"
+        );
+        let row = match self {
+            Tx::Pg(t) => {
+                sqlx::query_as(PG)
+                    .bind(id.as_str())
+                    .fetch_optional(&mut **t)
+                    .await?
+            }
+            Tx::Lite(t) => {
+                sqlx::query_as(SELECT_ACCOUNT)
+                    .bind(id.as_str())
+                    .fetch_optional(&mut **t)
+                    .await?
+            }
+        };
+        Ok(row)
+    }
+
+    /// Inserts a transfer unless its id exists. `Ok(true)` if this call wrote it.
+    pub(super) async fn insert_transfer(&mut self, t: &Transfer) -> Result<bool, sqlx::Error> {
+        let seq: Option<(i64,)> = on_tx!(self, |c| sqlx::query_as(INSERT_TRANSFER)
+            .bind(t.id.as_str())
+            .bind(t.kind.as_str())
+            .bind(t.debit.as_str())
+            .bind(t.credit.as_str())
+            .bind(db_amount(t.amount))
+            .bind(t.refs.quote_id.as_deref())
+            .bind(t.refs.request_hash.as_deref())
+            .bind(t.refs.chain_tx.as_deref())
+            .bind(t.refs.payer.as_deref())
+            .bind(t.refs.nonce.as_deref())
+            .bind(t.refs.reason.as_deref())
+            .bind(t.group_id.as_ref().map(TransferId::as_str))
+            .bind(t.pending_id.as_ref().map(TransferId::as_str))
+            .bind(t.expires_at.map(|e| db_i64(e.0)))
+            .bind(db_i64(t.created_at.0))
+            .fetch_optional(&mut *c)
+            .await)?;
+        Ok(seq.is_some())
+    }
+
+    /// Adds signed deltas to an account's counters. The schema's CHECKs are evaluated by this
+    /// very statement: the balance bound, and that no counter goes negative.
+    pub(super) async fn add_to_counters(
+        &mut self,
+        id: &AccountId,
+        d: [i64; 4],
+    ) -> Result<(), sqlx::Error> {
+        on_tx!(self, |c| sqlx::query(
+            "UPDATE ledger_accounts SET debits_posted = debits_posted + $2, \
+             credits_posted = credits_posted + $3, debits_pending = debits_pending + $4, \
+             credits_pending = credits_pending + $5 WHERE id = $1"
+        )
+        .bind(id.as_str())
+        .bind(d[0])
+        .bind(d[1])
+        .bind(d[2])
+        .bind(d[3])
+        .execute(&mut *c)
+        .await
+        .map(|_| ()))
+    }
+}
+
+const SELECT_TRANSFER_BY_ID: &str = concat!(
+    "SELECT ",
+    transfer_columns!(),
+    " FROM ledger_transfers WHERE id = $1"
+);
+
+const INSERT_TRANSFER: &str = "INSERT INTO ledger_transfers (id, kind, debit_account, \
+     credit_account, amount, quote_id, request_hash, chain_tx, payer, nonce, reason, group_id, \
+     pending_id, expires_at_ms, created_at_ms) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+     ON CONFLICT (id) DO NOTHING RETURNING seq";
+
+const SELECT_ACCOUNT: &str = concat!(
+    "SELECT ",
+    account_columns!(),
+    " FROM ledger_accounts WHERE id = $1"
+);
+
+/// Amounts are validated to fit i64 before they get here.
+fn db_amount(a: UsdMicros) -> i64 {
+    db_i64(a.0)
+}
+
+/// Times and amounts beyond i64 were refused earlier; saturating keeps this total anyway.
+pub(super) fn db_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// Values read back are non-negative (the schema says so); a negative one would be corruption.
+fn from_db_u64(v: i64, what: &str) -> Result<u64, LedgerError> {
+    u64::try_from(v).map_err(|_| LedgerError::Database(format!("negative {what} {v} in ledger")))
+}
+
+#[derive(Debug, sqlx::FromRow)]
+pub(super) struct AccountRow {
+    pub id: String,
+    pub kind: String,
+    pub owner: Option<String>,
+    pub allow_negative: bool,
+    pub debits_posted: i64,
+    pub credits_posted: i64,
+    pub debits_pending: i64,
+    pub credits_pending: i64,
+    pub created_at_ms: i64,
+}
+
+impl AccountRow {
+    pub fn counters(&self) -> Result<Counters, LedgerError> {
+        Ok(Counters {
+            debits_posted: from_db_u64(self.debits_posted, "counter")?,
+            credits_posted: from_db_u64(self.credits_posted, "counter")?,
+            debits_pending: from_db_u64(self.debits_pending, "counter")?,
+            credits_pending: from_db_u64(self.credits_pending, "counter")?,
+        })
+    }
+
+    pub fn account(&self) -> Result<super::types::Account, LedgerError> {
+        Ok(super::types::Account {
+            id: AccountId::from_db(self.id.clone()),
+            kind: AccountKind::from_db(&self.kind)?,
+            owner: self.owner.clone(),
+            allow_negative: self.allow_negative,
+            created_at: UnixMillis(from_db_u64(self.created_at_ms, "time")?),
+        })
+    }
+}
+
+#[derive(Debug, sqlx::FromRow)]
+pub(super) struct TransferRow {
+    seq: i64,
+    id: String,
+    kind: String,
+    debit_account: String,
+    credit_account: String,
+    amount: i64,
+    quote_id: Option<String>,
+    request_hash: Option<String>,
+    chain_tx: Option<String>,
+    payer: Option<String>,
+    nonce: Option<String>,
+    reason: Option<String>,
+    group_id: Option<String>,
+    pending_id: Option<String>,
+    expires_at_ms: Option<i64>,
+    created_at_ms: i64,
+}
+
+impl TransferRow {
+    pub fn into_transfer(self) -> Result<Transfer, LedgerError> {
+        Ok(Transfer {
+            id: TransferId::from_db(self.id),
+            seq: self.seq,
+            kind: TransferKind::from_db(&self.kind)?,
+            debit: AccountId::from_db(self.debit_account),
+            credit: AccountId::from_db(self.credit_account),
+            amount: UsdMicros(from_db_u64(self.amount, "amount")?),
+            refs: References {
+                quote_id: self.quote_id,
+                request_hash: self.request_hash,
+                chain_tx: self.chain_tx,
+                payer: self.payer,
+                nonce: self.nonce,
+                reason: self.reason,
+            },
+            group_id: self.group_id.map(TransferId::from_db),
+            pending_id: self.pending_id.map(TransferId::from_db),
+            expires_at: self
+                .expires_at_ms
+                .map(|e| from_db_u64(e, "time").map(UnixMillis))
+                .transpose()?,
+            created_at: UnixMillis(from_db_u64(self.created_at_ms, "time")?),
+        })
+    }
+}
+
+// ---- Statements outside a write transaction (single statements: each sees one snapshot). ----
+
+pub(super) async fn account(db: &Db, id: &AccountId) -> Result<Option<AccountRow>, LedgerError> {
+    Ok(on_db!(db, |p| sqlx::query_as(SELECT_ACCOUNT)
+        .bind(id.as_str())
+        .fetch_optional(p)
+        .await)?)
+}
+
+pub(super) async fn account_by_owner(
+    db: &Db,
+    owner: &str,
+) -> Result<Option<AccountRow>, LedgerError> {
+    Ok(on_db!(db, |p| sqlx::query_as(concat!(
+        "SELECT ",
+        account_columns!(),
+        " FROM ledger_accounts WHERE owner = $1"
+    ))
+    .bind(owner)
+    .fetch_optional(p)
+    .await)?)
+}
+
+/// Inserts an account unless its id exists. `Ok(true)` if this call created it.
+pub(super) async fn insert_account(
+    db: &Db,
+    a: &super::types::NewAccount,
+    now: UnixMillis,
+) -> Result<bool, sqlx::Error> {
+    let row: Option<(String,)> = on_db!(db, |p| sqlx::query_as(
+        "INSERT INTO ledger_accounts (id, kind, owner, allow_negative, created_at_ms) \
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING RETURNING id"
+    )
+    .bind(a.id.as_str())
+    .bind(a.kind.as_str())
+    .bind(a.owner.as_deref())
+    .bind(a.allow_negative)
+    .bind(db_i64(now.0))
+    .fetch_optional(p)
+    .await)?;
+    Ok(row.is_some())
+}
+
+/// Newest first, strictly older than `before`.
+pub(super) async fn history(
+    db: &Db,
+    account: &AccountId,
+    before: i64,
+    limit: i64,
+) -> Result<Vec<Transfer>, LedgerError> {
+    // Two index range scans merged, rather than one OR over two columns, so each side uses its
+    // (account, seq) index on both backends.
+    const SQL: &str = concat!(
+        "SELECT ",
+        transfer_columns!(),
+        " FROM ledger_transfers WHERE seq IN ( \
+           SELECT seq FROM (SELECT seq FROM ledger_transfers WHERE debit_account = $1 AND seq < $2 \
+                            ORDER BY seq DESC LIMIT $3) d \
+           UNION \
+           SELECT seq FROM (SELECT seq FROM ledger_transfers WHERE credit_account = $1 AND seq < $2 \
+                            ORDER BY seq DESC LIMIT $3) c) \
+         ORDER BY seq DESC LIMIT $3"
+    );
+    let rows: Vec<TransferRow> = on_db!(db, |p| sqlx::query_as(SQL)
+        .bind(account.as_str())
+        .bind(before)
+        .bind(limit)
+        .fetch_all(p)
+        .await)?;
+    rows.into_iter().map(TransferRow::into_transfer).collect()
+}
+
+/// Unresolved holds that expired at or before `now`, oldest expiry first.
+pub(super) async fn expired_holds(
+    db: &Db,
+    now: UnixMillis,
+    limit: i64,
+) -> Result<Vec<TransferId>, LedgerError> {
+    let rows: Vec<(String,)> = on_db!(db, |p| sqlx::query_as(
+        "SELECT h.id FROM ledger_transfers h WHERE h.kind = 'hold' AND h.expires_at_ms <= $1 \
+         AND NOT EXISTS (SELECT 1 FROM ledger_transfers r WHERE r.pending_id = h.id) \
+         ORDER BY h.expires_at_ms, h.id LIMIT $2"
+    )
+    .bind(db_i64(now.0))
+    .bind(limit)
+    .fetch_all(p)
+    .await)?;
+    Ok(rows
+        .into_iter()
+        .map(|(id,)| TransferId::from_db(id))
+        .collect())
+}
+
+/// Every account's stored counters next to the counters recomputed from its transfers, in one
+/// statement (one consistent snapshot on both backends).
+///
+/// Recomputation rules: single-phase kinds and posts add `amount` to the posted counters; holds
+/// add `amount` to the pending counters; posts and voids take the whole hold's amount back off
+/// the pending counters (a partial post releases the rest).
+pub(super) async fn recompute(db: &Db) -> Result<Vec<RecomputedRow>, LedgerError> {
+    const SQL: &str = "SELECT a.id, a.allow_negative, a.debits_posted, a.credits_posted, \
+         a.debits_pending, a.credits_pending, \
+         CAST(COALESCE(SUM(m.dp), 0) AS BIGINT) AS r_debits_posted, \
+         CAST(COALESCE(SUM(m.cp), 0) AS BIGINT) AS r_credits_posted, \
+         CAST(COALESCE(SUM(m.dq), 0) AS BIGINT) AS r_debits_pending, \
+         CAST(COALESCE(SUM(m.cq), 0) AS BIGINT) AS r_credits_pending \
+         FROM ledger_accounts a LEFT JOIN ( \
+           SELECT debit_account AS account, \
+                  CASE WHEN kind IN ('hold', 'void') THEN 0 ELSE amount END AS dp, \
+                  0 AS cp, CASE WHEN kind = 'hold' THEN amount ELSE 0 END AS dq, 0 AS cq \
+             FROM ledger_transfers \
+           UNION ALL \
+           SELECT credit_account, 0, CASE WHEN kind IN ('hold', 'void') THEN 0 ELSE amount END, \
+                  0, CASE WHEN kind = 'hold' THEN amount ELSE 0 END \
+             FROM ledger_transfers \
+           UNION ALL \
+           SELECT h.debit_account, 0, 0, -h.amount, 0 \
+             FROM ledger_transfers r JOIN ledger_transfers h ON h.id = r.pending_id \
+           UNION ALL \
+           SELECT h.credit_account, 0, 0, 0, -h.amount \
+             FROM ledger_transfers r JOIN ledger_transfers h ON h.id = r.pending_id \
+         ) m ON m.account = a.id \
+         GROUP BY a.id, a.allow_negative, a.debits_posted, a.credits_posted, a.debits_pending, \
+                  a.credits_pending \
+         ORDER BY a.id";
+    Ok(on_db!(db, |p| sqlx::query_as(SQL).fetch_all(p).await)?)
+}
+
+#[derive(Debug, sqlx::FromRow)]
+pub(super) struct RecomputedRow {
+    pub id: String,
+    pub allow_negative: bool,
+    pub debits_posted: i64,
+    pub credits_posted: i64,
+    pub debits_pending: i64,
+    pub credits_pending: i64,
+    pub r_debits_posted: i64,
+    pub r_credits_posted: i64,
+    pub r_debits_pending: i64,
+    pub r_credits_pending: i64,
+}

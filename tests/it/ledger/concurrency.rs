@@ -1,0 +1,1 @@
+//! Concurrency on PostgreSQL (many connections, real row locks).
