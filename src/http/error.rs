@@ -10,6 +10,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// For 405: the methods the path accepts (the `Allow` header).
+    pub allow: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -24,7 +26,19 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            allow: None,
         }
+    }
+    /// The path is priced, but not for this method.
+    pub fn method_not_allowed(method: &str, path: &str, allowed: &[&str]) -> Self {
+        let allow = allowed.join(", ");
+        let mut e = Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("{path} accepts {allow}, not {method}"),
+        );
+        e.allow = Some(allow);
+        e
     }
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
@@ -64,6 +78,13 @@ impl IntoResponse for ApiError {
             HeaderValue::from_static("application/json"),
         );
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let Some(v) = self
+            .allow
+            .as_deref()
+            .and_then(|a| HeaderValue::from_str(a).ok())
+        {
+            h.insert(header::ALLOW, v);
+        }
         resp
     }
 }

@@ -37,6 +37,10 @@ async fn gateway(state: &AppState, req: Request) -> Result<Response, ApiError> {
     let rules = state.rules.current();
     let method = parts.method.as_str();
     let Some((route, params)) = rules.match_route(method, &path) else {
+        let allowed = rules.methods_for(&path);
+        if !allowed.is_empty() && state.config.unpriced == UnpricedPolicy::Deny {
+            return Err(ApiError::method_not_allowed(method, &path, &allowed));
+        }
         return unpriced(state, parts, body, &path).await;
     };
 

@@ -661,6 +661,21 @@ impl RuleSet {
     }
 }
 
+impl RuleSet {
+    /// The methods routes accept on `path` (for a 405's `Allow`), sorted, without duplicates.
+    pub fn methods_for(&self, path: &str) -> Vec<&str> {
+        let mut methods: Vec<&str> = self
+            .routes
+            .iter()
+            .filter(|r| r.path.matches(path).is_some())
+            .flat_map(|r| r.methods.iter().map(String::as_str))
+            .collect();
+        methods.sort_unstable();
+        methods.dedup();
+        methods
+    }
+}
+
 impl Route {
     /// Runs the rules in order; the first whose `when` holds prices the request. A `when` that
     /// fails to evaluate (a missing field, a type mismatch) does not match: the request simply

@@ -160,8 +160,13 @@ async fn bad_requests_get_specific_errors() {
         ),
         (
             Request::delete("/search").body(Body::empty()).unwrap(),
-            404,
-            "no_route",
+            405,
+            "method_not_allowed",
+        ),
+        (
+            Request::post("/about").body(Body::empty()).unwrap(),
+            405,
+            "method_not_allowed",
         ),
     ];
     for (req, status, code) in cases {
@@ -326,4 +331,22 @@ async fn redis_going_down_fails_closed_with_503() {
     assert_eq!(app.get("/ready").await.status, 503);
     // Free routes do not need the quote store.
     assert_eq!(app.get("/about").await.status, 200);
+}
+
+#[tokio::test]
+async fn wrong_method_names_the_allowed_ones() {
+    let app = demo().await;
+    let reply = crate::harness::Reply::read(
+        app.send(Request::put("/search").body(Body::empty()).unwrap())
+            .await,
+    )
+    .await;
+    assert_eq!(reply.status, 405);
+    assert_eq!(reply.header("allow").as_deref(), Some("GET, POST"));
+    assert!(
+        reply.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("/search accepts GET, POST, not PUT")
+    );
 }
