@@ -266,4 +266,31 @@ mod tests {
             assert_eq!(err.code(), "invalid_json_body", "{bad:?}");
         }
     }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Arbitrary bytes never panic the parser: they parse or get a coded error.
+            #[test]
+            fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+                match parse_strict(&bytes) {
+                    Ok(v) => { canonical_bytes(&v); }
+                    Err(e) => prop_assert!(!e.code().is_empty()),
+                }
+            }
+
+            /// JSON-ish text (the interesting part of the input space) never panics either, and
+            /// canonicalisation is idempotent: canonical bytes parse back to the same canonical bytes.
+            #[test]
+            fn canonical_form_is_a_fixed_point(text in r#"[\[\]{}:,"a-c0-9.eE+\- ]{0,40}"#) {
+                if let Ok(v) = parse_strict(text.as_bytes()) {
+                    let once = canonical_bytes(&v);
+                    let again = canonical_bytes(&parse_strict(&once).unwrap());
+                    prop_assert_eq!(once, again);
+                }
+            }
+        }
+    }
 }

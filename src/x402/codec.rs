@@ -211,4 +211,31 @@ mod tests {
             Err(HeaderDecodeError::NotJson(_))
         ));
     }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Whatever a client puts in a payment header, decoding answers Ok or a coded error;
+            /// it never panics.
+            #[test]
+            fn arbitrary_header_values_never_panic(value in "\\PC{0,300}") {
+                match decode_header::<serde_json::Value>(&value, 256) {
+                    Ok(_) => prop_assert!(value.len() <= 256),
+                    Err(e) => prop_assert!(!e.code().is_empty()),
+                }
+            }
+
+            /// Valid base64 of arbitrary bytes (often not UTF-8, rarely JSON) is also handled.
+            #[test]
+            fn arbitrary_decoded_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..200)) {
+                use base64::Engine;
+                let value = base64::engine::general_purpose::STANDARD.encode(&bytes);
+                if let Err(e) = decode_header::<serde_json::Value>(&value, 1024) {
+                    prop_assert!(!e.code().is_empty());
+                }
+            }
+        }
+    }
 }
