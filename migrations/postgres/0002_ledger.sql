@@ -12,7 +12,8 @@
 -- counter can be recomputed from `ledger_transfers` (the ledger's `check()` does exactly that).
 CREATE TABLE ledger_accounts (
     -- Validated text chosen by the application, e.g. `agent:<id>`, `sys:revenue`,
-    -- `sys:inflow:eip155:8453:0x…`: readable in audits, stable across instances.
+    -- `sys:inflow:eip155:8453:0x…`: readable in audits, stable across instances. The length
+    -- CHECK repeats the application's validation for rows written by any other path.
     id               TEXT PRIMARY KEY CHECK (length(id) BETWEEN 1 AND 128),
     -- Agents are customers holding credits; system accounts are the operator's books (revenue,
     -- on-chain inflow, adjustments).
@@ -43,10 +44,11 @@ CREATE TABLE ledger_accounts (
 -- adjustment, void), so any past balance can be rebuilt and audited.
 CREATE TABLE ledger_transfers (
     -- Chosen by the client before submitting, so a retry carries the same id: the primary key
-    -- is what makes a submission idempotent (INSERT … ON CONFLICT (id) DO NOTHING).
+    -- is what makes a submission idempotent (INSERT … ON CONFLICT (id) DO NOTHING). Up to 200:
+    -- client ids are at most 128, ids the ledger derives (`<hold id>#expired`) a little longer.
     id               TEXT PRIMARY KEY CHECK (length(id) BETWEEN 1 AND 200),
-    -- Commit-order-ish position, assigned by the database: a stable cursor for paging history
-    -- newest first (client ids have no order).
+    -- Position in history, assigned by the database: a stable cursor for paging history newest
+    -- first (client ids have no order). Assigned at insert, so it is only roughly commit order.
     seq              BIGINT GENERATED ALWAYS AS IDENTITY UNIQUE,
     -- What the transfer is; holds, posts and voids change the pending counters, the rest move
     -- posted money.

@@ -20,7 +20,8 @@
 -- counter can be recomputed from `ledger_transfers` (the ledger's `check()` does exactly that).
 CREATE TABLE ledger_accounts (
     -- Validated text chosen by the application, e.g. `agent:<id>`, `sys:revenue`,
-    -- `sys:inflow:eip155:8453:0x…`: readable in audits, stable across instances.
+    -- `sys:inflow:eip155:8453:0x…`: readable in audits, stable across instances. The length
+    -- CHECK repeats the application's validation for rows written by any other path.
     id               TEXT PRIMARY KEY NOT NULL CHECK (length(id) BETWEEN 1 AND 128),
     -- Agents are customers holding credits; system accounts are the operator's books (revenue,
     -- on-chain inflow, adjustments).
@@ -55,7 +56,8 @@ CREATE TABLE ledger_transfers (
     -- for paging history newest first (client ids have no order).
     seq              INTEGER PRIMARY KEY AUTOINCREMENT,
     -- Chosen by the client before submitting, so a retry carries the same id: the unique key
-    -- is what makes a submission idempotent (INSERT … ON CONFLICT (id) DO NOTHING).
+    -- is what makes a submission idempotent (INSERT … ON CONFLICT (id) DO NOTHING). Up to 200:
+    -- client ids are at most 128, ids the ledger derives (`<hold id>#expired`) a little longer.
     id               TEXT NOT NULL UNIQUE CHECK (length(id) BETWEEN 1 AND 200),
     -- What the transfer is; holds, posts and voids change the pending counters, the rest move
     -- posted money.

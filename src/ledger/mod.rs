@@ -242,6 +242,11 @@ impl Ledger {
             return Err(LedgerError::SameAccount);
         }
         new.refs.validate()?;
+        // Stored as BIGINT: a later expiry could not be stored as given (and a retry would then
+        // differ from the stored hold).
+        if i64::try_from(new.expires_at.0).is_err() {
+            return Err(LedgerError::InvalidExpiry);
+        }
         let now = self.clock.now();
         let row = Transfer {
             id: new.id,
@@ -300,8 +305,11 @@ impl Ledger {
         post: Option<UsdMicros>,
         refs: References,
     ) -> Result<Applied, LedgerError> {
-        let now = self.clock.now();
         let mut tx = Tx::begin(&self.db).await?;
+        // Read after BEGIN (which may wait for SQLite's write lock), so expiry is judged as late
+        // as possible. A PostgreSQL post can still commit after the instant it was judged (it
+        // may wait for account locks); the hold had not expired when it was decided.
+        let now = self.clock.now();
         let hold = match tx.transfer(hold_id).await? {
             Some(t) if t.kind == TransferKind::Hold => t,
             _ => return Err(LedgerError::UnknownHold(hold_id.clone())),
@@ -385,7 +393,10 @@ impl Ledger {
     }
 
     /// The transfers touching `account`, newest first, `limit` (1..=1000) at a time. Pass the
-    /// returned cursor to continue; pages neither repeat nor skip transfers.
+    /// returned cursor to continue: pages never repeat a transfer, and every transfer committed
+    /// before the first page was read appears exactly once. (On PostgreSQL `seq` is assigned at
+    /// insert, not commit, so a transfer still in flight then may commit with a seq below the
+    /// cursor and be missed by that walk, as if it were newer than the walk.)
     pub async fn history(
         &self,
         account: &AccountId,
@@ -448,6 +459,7 @@ impl Ledger {
                 });
             }
         }
+        report.bad_resolutions = store::bad_resolutions(&self.db).await?;
         Ok(report)
     }
 
@@ -456,7 +468,7 @@ impl Ledger {
     async fn apply(
         &self,
         mut tx: Tx,
-        rows: Vec<Transfer>,
+        mut rows: Vec<Transfer>,
         group: Option<&TransferId>,
         deltas: Deltas,
     ) -> Result<Applied, LedgerError> {
@@ -471,11 +483,13 @@ impl Ledger {
         order.sort_by(|&a, &b| rows[a].id.cmp(&rows[b].id));
         for &i in &order {
             match tx.insert_transfer(&rows[i]).await {
-                Ok(true) => {}
+                // The stored row is exactly `rows[i]` plus the seq the database assigned (the
+                // model test checks that replays, which read the row back, return the same).
+                Ok(Some(seq)) => rows[i].seq = seq,
                 // A concurrent call with the same id committed between our replay check and
                 // this insert (PostgreSQL only: SQLite writers are serialised). Answer as if it
                 // had been there all along.
-                Ok(false) => {
+                Ok(None) => {
                     tx.rollback().await?;
                     let mut tx = Tx::begin(&self.db).await?;
                     let found = replay(&mut tx, &rows, group).await;
@@ -532,15 +546,8 @@ impl Ledger {
                 return Err(e.into());
             }
         }
-        // Read back what was written (seq is assigned by the database).
-        let mut written = Vec::with_capacity(rows.len());
-        for row in &rows {
-            written.push(tx.transfer(&row.id).await?.ok_or_else(|| {
-                LedgerError::Database(format!("transfer {} vanished after insert", row.id))
-            })?);
-        }
         tx.commit().await?;
-        Ok(Applied::Fresh(written))
+        Ok(Applied::Fresh(rows))
     }
 }
 

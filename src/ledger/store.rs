@@ -130,11 +130,11 @@ impl Tx {
 
     /// Reads an account's counters and, on PostgreSQL, locks its row until the transaction
     /// ends. Callers lock in sorted id order, so two transactions never wait on each other in a
-    /// cycle. `FOR NO KEY UPDATE` rather than `FOR UPDATE`: it excludes every other writer of
-    /// the counters just the same, but does not conflict with the `KEY SHARE` lock that the
-    /// foreign-key check of a concurrent transfer insert takes on the same account (with
-    /// `FOR UPDATE`, two transfers on one account could deadlock: each holding the other's
-    /// key-share lock while waiting to upgrade).
+    /// cycle (the hot-account test deadlocks within seconds if the order is not fixed).
+    /// `FOR NO KEY UPDATE` is what the counter UPDATE takes anyway: it excludes every other
+    /// writer of the account, but unlike `FOR UPDATE` it does not block the `KEY SHARE` locks
+    /// that foreign-key checks take, so rows elsewhere that merely reference the account (a
+    /// transfer being inserted, future tables) are not serialised behind it.
     pub(super) async fn lock_account(
         &mut self,
         id: &AccountId,
@@ -161,8 +161,11 @@ impl Tx {
         Ok(row)
     }
 
-    /// Inserts a transfer unless its id exists. `Ok(true)` if this call wrote it.
-    pub(super) async fn insert_transfer(&mut self, t: &Transfer) -> Result<bool, sqlx::Error> {
+    /// Inserts a transfer unless its id exists. `Some(seq)` if this call wrote it.
+    pub(super) async fn insert_transfer(
+        &mut self,
+        t: &Transfer,
+    ) -> Result<Option<i64>, sqlx::Error> {
         let seq: Option<(i64,)> = on_tx!(self, |c| sqlx::query_as(INSERT_TRANSFER)
             .bind(t.id.as_str())
             .bind(t.kind.as_str())
@@ -181,7 +184,7 @@ impl Tx {
             .bind(db_i64(t.created_at.0))
             .fetch_optional(&mut *c)
             .await)?;
-        Ok(seq.is_some())
+        Ok(seq.map(|(seq,)| seq))
     }
 
     /// Adds signed deltas to an account's counters. The schema's CHECKs are evaluated by this
@@ -448,6 +451,24 @@ pub(super) async fn recompute(db: &Db) -> Result<Vec<RecomputedRow>, LedgerError
                   a.credits_pending \
          ORDER BY a.id";
     Ok(on_db!(db, |p| sqlx::query_as(SQL).fetch_all(p).await)?)
+}
+
+/// Posts and voids inconsistent with their hold (the write path never produces one; this
+/// audits rows written by any other path).
+pub(super) async fn bad_resolutions(db: &Db) -> Result<Vec<TransferId>, LedgerError> {
+    const SQL: &str = "SELECT r.id FROM ledger_transfers r \
+         LEFT JOIN ledger_transfers h ON h.id = r.pending_id \
+         WHERE r.pending_id IS NOT NULL AND ( \
+           h.id IS NULL OR h.kind <> 'hold' \
+           OR r.debit_account <> h.debit_account OR r.credit_account <> h.credit_account \
+           OR (r.kind = 'post' AND r.amount > h.amount) \
+           OR (r.kind = 'void' AND r.amount <> h.amount)) \
+         ORDER BY r.id";
+    let rows: Vec<(String,)> = on_db!(db, |p| sqlx::query_as(SQL).fetch_all(p).await)?;
+    Ok(rows
+        .into_iter()
+        .map(|(id,)| TransferId::from_db(id))
+        .collect())
 }
 
 #[derive(Debug, sqlx::FromRow)]

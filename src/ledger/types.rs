@@ -379,6 +379,9 @@ pub struct CheckReport {
     pub pending_sum: i128,
     /// Accounts below their bound (should be impossible: the schema refuses it).
     pub below_bound: Vec<AccountId>,
+    /// Posts and voids that do not match the hold they name: not a hold, other accounts, a
+    /// post above the held amount, or a void not releasing exactly the held amount.
+    pub bad_resolutions: Vec<TransferId>,
 }
 
 impl CheckReport {
@@ -387,5 +390,6 @@ impl CheckReport {
             && self.posted_sum == 0
             && self.pending_sum == 0
             && self.below_bound.is_empty()
+            && self.bad_resolutions.is_empty()
     }
 }

@@ -272,7 +272,7 @@ async fn external_pricer_sets_the_price_and_falls_back_on_timeout_or_garbage() {
     for (answer, delay, want) in [
         (r#"{"price":"$0.33"}"#, 0, 330_000),
         (r#"{"amount":"9"}"#, 0, 20_000), // below the rule's min
-        (r#"{"price":"$0.33"}"#, 800, 150_000), // too slow: fallback
+        (r#"{"price":"$0.33"}"#, 3_000, 150_000), // too slow: fallback
         ("not json", 0, 150_000),
     ] {
         let (url, task) = pricer(answer, delay).await;
@@ -280,7 +280,7 @@ async fn external_pricer_sets_the_price_and_falls_back_on_timeout_or_garbage() {
         dir.write(
             "a.toml",
             &format!(
-                "{HEAD}[[route.rule]]\nid = \"llm\"\nmin = \"$0.02\"\nexternal = {{ url = \"{url}\", timeout_ms = 300, fallback = \"$0.15\" }}\n"
+                "{HEAD}[[route.rule]]\nid = \"llm\"\nmin = \"$0.02\"\nexternal = {{ url = \"{url}\", timeout_ms = 1500, fallback = \"$0.15\" }}\n"
             ),
         );
         let app = TestApp::start(dir.path(), &[]).await;

@@ -107,12 +107,32 @@ async fn accounts_are_created_idempotently_and_refuse_conflicts() {
 fn ids_are_validated() {
     use tariff::ledger::{AccountId, TransferId};
     let too_long = "x".repeat(129);
-    for bad in ["", "has space", "quote\"", "é", "hash#tag", too_long.as_str()] {
-        assert_eq!(AccountId::new(bad).unwrap_err().code(), "invalid_id", "{bad:?}");
-        assert_eq!(TransferId::new(bad).unwrap_err().code(), "invalid_id", "{bad:?}");
+    for bad in [
+        "",
+        "has space",
+        "quote\"",
+        "é",
+        "hash#tag",
+        too_long.as_str(),
+    ] {
+        assert_eq!(
+            AccountId::new(bad).unwrap_err().code(),
+            "invalid_id",
+            "{bad:?}"
+        );
+        assert_eq!(
+            TransferId::new(bad).unwrap_err().code(),
+            "invalid_id",
+            "{bad:?}"
+        );
     }
     let longest = "x".repeat(128);
-    for good in ["agent:42", "sys:inflow:eip155:8453:0xAbC", "pay.1_2-3", longest.as_str()] {
+    for good in [
+        "agent:42",
+        "sys:inflow:eip155:8453:0xAbC",
+        "pay.1_2-3",
+        longest.as_str(),
+    ] {
         assert!(AccountId::new(good).is_ok(), "{good:?}");
         assert!(TransferId::new(good).is_ok(), "{good:?}");
     }
@@ -284,13 +304,28 @@ async fn refused_transfers_change_nothing() {
         l.transfer(tr("t1", RequestDebit, "agent:a", "sys:revenue", 501))
             .await
             .unwrap();
-        assert_eq!(l.balance(&acct("agent:a")).await.unwrap().posted(), 0, "{name}");
+        assert_eq!(
+            l.balance(&acct("agent:a")).await.unwrap().posted(),
+            0,
+            "{name}"
+        );
         // Overflowing a counter is refused, not wrapped: take sys:inflow's debits to the limit.
-        let debited = l.balance(&acct("sys:inflow")).await.unwrap().counters.debits_posted;
-        assert_eq!(debited, 501, "{name}");
-        l.transfer(tr("big", Topup, "sys:inflow", "agent:b", i64::MAX as u64 - debited))
+        let debited = l
+            .balance(&acct("sys:inflow"))
             .await
-            .unwrap();
+            .unwrap()
+            .counters
+            .debits_posted;
+        assert_eq!(debited, 501, "{name}");
+        l.transfer(tr(
+            "big",
+            Topup,
+            "sys:inflow",
+            "agent:b",
+            i64::MAX as u64 - debited,
+        ))
+        .await
+        .unwrap();
         let before = balances(l, &ALL).await;
         assert_eq!(
             l.transfer(tr("big-2", Topup, "sys:inflow", "agent:b", 1))
@@ -316,7 +351,10 @@ async fn linked_transfers_commit_all_or_none_and_replay_as_a_group() {
         ];
         let written = l.transfer_linked(&group).await.unwrap();
         assert_eq!(written.len(), 2, "{name}");
-        assert!(written.iter().all(|t| t.group_id == Some(tid("req-7"))), "{name}");
+        assert!(
+            written.iter().all(|t| t.group_id == Some(tid("req-7"))),
+            "{name}"
+        );
         let after = balances(l, &ALL).await;
         assert_eq!(after[1].posted(), 30_000, "{name}");
         assert_eq!(after[2].posted(), 0, "{name}");
@@ -387,13 +425,23 @@ async fn linked_transfers_commit_all_or_none_and_replay_as_a_group() {
         );
         assert_eq!(balances(l, &ALL).await, after, "{name}");
         assert!(
-            l.history(&acct("agent:b"), None, 10).await.unwrap().transfers.is_empty(),
+            l.history(&acct("agent:b"), None, 10)
+                .await
+                .unwrap()
+                .transfers
+                .is_empty(),
             "{name}: no trace of refused groups"
         );
         // Malformed groups.
-        assert_eq!(l.transfer_linked(&[]).await.unwrap_err().code(), "invalid_request");
+        assert_eq!(
+            l.transfer_linked(&[]).await.unwrap_err().code(),
+            "invalid_request"
+        );
         let twice = [group[0].clone(), group[0].clone()];
-        assert_eq!(l.transfer_linked(&twice).await.unwrap_err().code(), "invalid_request");
+        assert_eq!(
+            l.transfer_linked(&twice).await.unwrap_err().code(),
+            "invalid_request"
+        );
         assert_clean(l, name).await;
     }
 }
@@ -406,11 +454,18 @@ async fn holds_reserve_then_post_part_and_release_the_rest() {
         l.transfer(tr("fund", Topup, "sys:inflow", "agent:a", 1_000))
             .await
             .unwrap();
-        let h = l.hold(hold("h1", "agent:a", "sys:revenue", 700, exp)).await.unwrap();
+        let h = l
+            .hold(hold("h1", "agent:a", "sys:revenue", 700, exp))
+            .await
+            .unwrap();
         assert_eq!(h.kind, TransferKind::Hold, "{name}");
         assert_eq!(h.expires_at, Some(exp), "{name}");
         let a = l.balance(&acct("agent:a")).await.unwrap();
-        assert_eq!((a.posted(), a.held(), a.available()), (1_000, UsdMicros(700), 300), "{name}");
+        assert_eq!(
+            (a.posted(), a.held(), a.available()),
+            (1_000, UsdMicros(700), 300),
+            "{name}"
+        );
         // Held money cannot be spent or held again.
         let before = balances(l, &ALL).await;
         assert_eq!(
@@ -425,13 +480,18 @@ async fn holds_reserve_then_post_part_and_release_the_rest() {
             "{name}"
         );
         assert_eq!(
-            l.hold(hold("h2", "agent:a", "sys:revenue", 301, exp)).await.unwrap_err().code(),
+            l.hold(hold("h2", "agent:a", "sys:revenue", 301, exp))
+                .await
+                .unwrap_err()
+                .code(),
             "insufficient_funds",
             "{name}"
         );
         // Post errors.
         assert_eq!(
-            l.post(tid("p0"), &tid("h1"), UsdMicros(701)).await.unwrap_err(),
+            l.post(tid("p0"), &tid("h1"), UsdMicros(701))
+                .await
+                .unwrap_err(),
             LedgerError::PostExceedsHold {
                 hold: tid("h1"),
                 held: 700,
@@ -440,17 +500,23 @@ async fn holds_reserve_then_post_part_and_release_the_rest() {
             "{name}"
         );
         assert_eq!(
-            l.post(tid("p0"), &tid("h1"), UsdMicros(0)).await.unwrap_err(),
+            l.post(tid("p0"), &tid("h1"), UsdMicros(0))
+                .await
+                .unwrap_err(),
             LedgerError::ZeroAmount,
             "{name}: a zero post is a void"
         );
         assert_eq!(
-            l.post(tid("p0"), &tid("nope"), UsdMicros(1)).await.unwrap_err(),
+            l.post(tid("p0"), &tid("nope"), UsdMicros(1))
+                .await
+                .unwrap_err(),
             LedgerError::UnknownHold(tid("nope")),
             "{name}"
         );
         assert_eq!(
-            l.post(tid("p0"), &tid("fund"), UsdMicros(1)).await.unwrap_err(),
+            l.post(tid("p0"), &tid("fund"), UsdMicros(1))
+                .await
+                .unwrap_err(),
             LedgerError::UnknownHold(tid("fund")),
             "{name}: only holds can be posted"
         );
@@ -460,15 +526,25 @@ async fn holds_reserve_then_post_part_and_release_the_rest() {
         assert_eq!(p.kind, TransferKind::Post, "{name}");
         assert_eq!(p.pending_id, Some(tid("h1")), "{name}");
         let [_, revenue, a, _] = balances(l, &ALL).await.try_into().unwrap();
-        assert_eq!((a.posted(), a.held(), a.available()), (550, UsdMicros(0), 550), "{name}");
+        assert_eq!(
+            (a.posted(), a.held(), a.available()),
+            (550, UsdMicros(0), 550),
+            "{name}"
+        );
         assert_eq!(revenue.posted(), 450, "{name}");
         assert_eq!(revenue.counters.credits_pending, 0, "{name}");
         let after = balances(l, &ALL).await;
 
         // The post replays; any other resolution is refused, naming the winner.
-        assert_eq!(l.post(tid("p1"), &tid("h1"), UsdMicros(450)).await.unwrap(), p, "{name}");
         assert_eq!(
-            l.post(tid("p1"), &tid("h1"), UsdMicros(451)).await.unwrap_err(),
+            l.post(tid("p1"), &tid("h1"), UsdMicros(450)).await.unwrap(),
+            p,
+            "{name}"
+        );
+        assert_eq!(
+            l.post(tid("p1"), &tid("h1"), UsdMicros(451))
+                .await
+                .unwrap_err(),
             LedgerError::Conflict {
                 id: "p1".into(),
                 field: "amount"
@@ -476,7 +552,9 @@ async fn holds_reserve_then_post_part_and_release_the_rest() {
             "{name}"
         );
         for e in [
-            l.post(tid("p2"), &tid("h1"), UsdMicros(1)).await.unwrap_err(),
+            l.post(tid("p2"), &tid("h1"), UsdMicros(1))
+                .await
+                .unwrap_err(),
             l.void(tid("v2"), &tid("h1")).await.unwrap_err(),
         ] {
             assert_eq!(
@@ -503,24 +581,63 @@ async fn voids_release_and_expired_holds_can_only_be_voided() {
         let exp = UnixMillis(T0.0 + 1_000);
         let h1 = hold("h1", "agent:a", "sys:revenue", 100, exp);
         l.hold(h1.clone()).await.unwrap();
-        l.hold(hold("h2", "agent:a", "sys:revenue", 200, exp)).await.unwrap();
-        l.hold(hold("h3", "agent:a", "sys:revenue", 300, UnixMillis(exp.0 + 1))).await.unwrap();
+        l.hold(hold("h2", "agent:a", "sys:revenue", 200, exp))
+            .await
+            .unwrap();
+        l.hold(hold(
+            "h3",
+            "agent:a",
+            "sys:revenue",
+            300,
+            UnixMillis(exp.0 + 1),
+        ))
+        .await
+        .unwrap();
         let v = l.void(tid("v1"), &tid("h1")).await.unwrap();
-        assert_eq!((v.kind, v.amount), (TransferKind::Void, UsdMicros(100)), "{name}");
-        assert_eq!(l.void(tid("v1"), &tid("h1")).await.unwrap(), v, "{name}: replay");
-        assert_eq!(l.balance(&acct("agent:a")).await.unwrap().available(), 500, "{name}");
+        assert_eq!(
+            (v.kind, v.amount),
+            (TransferKind::Void, UsdMicros(100)),
+            "{name}"
+        );
+        assert_eq!(
+            l.void(tid("v1"), &tid("h1")).await.unwrap(),
+            v,
+            "{name}: replay"
+        );
+        assert_eq!(
+            l.balance(&acct("agent:a")).await.unwrap().available(),
+            500,
+            "{name}"
+        );
 
         // A hold must expire in the future; replaying an old one still works after expiry.
         assert_eq!(
-            l.hold(hold("h4", "agent:a", "sys:revenue", 1, T0)).await.unwrap_err(),
+            l.hold(hold("h4", "agent:a", "sys:revenue", 1, T0))
+                .await
+                .unwrap_err(),
             LedgerError::InvalidExpiry,
             "{name}"
+        );
+        assert_eq!(
+            l.hold(hold(
+                "h5",
+                "agent:a",
+                "sys:revenue",
+                1,
+                UnixMillis(u64::MAX)
+            ))
+            .await
+            .unwrap_err(),
+            LedgerError::InvalidExpiry,
+            "{name}: an expiry the database cannot store"
         );
         f.clock.advance_ms(1_000); // now == expiry of h1, h2
         assert_eq!(l.hold(h1.clone()).await.unwrap().id, tid("h1"), "{name}");
         let before = balances(l, &ALL).await;
         assert_eq!(
-            l.post(tid("p2"), &tid("h2"), UsdMicros(1)).await.unwrap_err(),
+            l.post(tid("p2"), &tid("h2"), UsdMicros(1))
+                .await
+                .unwrap_err(),
             LedgerError::HoldExpired {
                 hold: tid("h2"),
                 expired_at: exp
@@ -531,7 +648,11 @@ async fn voids_release_and_expired_holds_can_only_be_voided() {
 
         // The sweep voids h2 (expired, open) but not h1 (resolved) or h3 (not yet expired).
         assert_eq!(l.sweep_expired_holds().await.unwrap(), 1, "{name}");
-        assert_eq!(l.sweep_expired_holds().await.unwrap(), 0, "{name}: idempotent");
+        assert_eq!(
+            l.sweep_expired_holds().await.unwrap(),
+            0,
+            "{name}: idempotent"
+        );
         // The sweep's void has a derived id that no client can choose (`#` is not allowed).
         match l.void(tid("v2"), &tid("h2")).await.unwrap_err() {
             LedgerError::HoldAlreadyResolved { hold, by } => {
@@ -539,14 +660,22 @@ async fn voids_release_and_expired_holds_can_only_be_voided() {
             }
             other => panic!("{name}: {other}"),
         }
-        assert_eq!(l.balance(&acct("agent:a")).await.unwrap().available(), 700, "{name}");
+        assert_eq!(
+            l.balance(&acct("agent:a")).await.unwrap().available(),
+            700,
+            "{name}"
+        );
         // An expired hold can still be voided by hand before the sweep gets to it.
         f.clock.advance_ms(1);
         let v3 = l.void(tid("v3"), &tid("h3")).await.unwrap();
         assert_eq!(v3.amount, UsdMicros(300), "{name}");
         assert_eq!(l.sweep_expired_holds().await.unwrap(), 0, "{name}");
         let a = l.balance(&acct("agent:a")).await.unwrap();
-        assert_eq!((a.posted(), a.held(), a.available()), (1_000, UsdMicros(0), 1_000), "{name}");
+        assert_eq!(
+            (a.posted(), a.held(), a.available()),
+            (1_000, UsdMicros(0), 1_000),
+            "{name}"
+        );
         let revenue = l.balance(&acct("sys:revenue")).await.unwrap();
         assert_eq!(revenue.counters.credits_pending, 0, "{name}");
         assert_clean(l, name).await;
@@ -582,16 +711,25 @@ async fn history_pages_newest_first_without_repeats_or_gaps() {
                 None => break,
             }
             // Transfers added meanwhile are newer than the cursor: they do not disturb paging.
-            l.transfer(tr(&format!("late-{pages}"), Topup, "sys:inflow", "agent:a", 1))
-                .await
-                .unwrap();
+            l.transfer(tr(
+                &format!("late-{pages}"),
+                Topup,
+                "sys:inflow",
+                "agent:a",
+                1,
+            ))
+            .await
+            .unwrap();
         }
         let mut expected: Vec<String> = (0..25).rev().map(|i| format!("a-{i:02}")).collect();
         expected.insert(0, "a-out".into());
         assert_eq!(seen, expected, "{name}");
         assert_eq!(pages, 3, "{name}");
         assert_eq!(
-            l.history(&acct("agent:nope"), None, 10).await.unwrap_err().code(),
+            l.history(&acct("agent:nope"), None, 10)
+                .await
+                .unwrap_err()
+                .code(),
             "unknown_account",
             "{name}"
         );
@@ -614,6 +752,10 @@ async fn the_schema_refuses_edits_and_check_finds_tampering() {
             "UPDATE ledger_accounts SET debits_posted = debits_posted + 101 WHERE id = 'agent:a'",
             "UPDATE ledger_accounts SET debits_pending = 101 WHERE id = 'agent:a'",
             "UPDATE ledger_accounts SET credits_pending = -1 WHERE id = 'agent:a'",
+            // 64-bit overflow: an error on PostgreSQL; on SQLite the sum becomes a REAL, which
+            // only the STRICT table refuses.
+            "UPDATE ledger_accounts SET credits_posted = credits_posted + 9223372036854775807 \
+             WHERE id = 'agent:a'",
             "INSERT INTO ledger_transfers (id, kind, debit_account, credit_account, amount, \
              created_at_ms) VALUES ('x', 'topup', 'agent:a', 'agent:a', 1, 0)",
             "INSERT INTO ledger_transfers (id, kind, debit_account, credit_account, amount, \
@@ -624,7 +766,10 @@ async fn the_schema_refuses_edits_and_check_finds_tampering() {
              created_at_ms) VALUES ('x', 'topup', 'sys:inflow', 'agent:zz', 1, 0)",
         ];
         for sql in refused {
-            assert!(raw(l.db(), sql).await.is_err(), "{name}: {sql} must be refused");
+            assert!(
+                raw(l.db(), sql).await.is_err(),
+                "{name}: {sql} must be refused"
+            );
         }
         assert_clean(l, name).await;
         // Counters edited consistently with the bound but not with the transfers: check() sees it.
@@ -641,6 +786,28 @@ async fn the_schema_refuses_edits_and_check_finds_tampering() {
         assert_eq!(report.mismatches[0].account, acct("agent:b"), "{name}");
         assert_eq!(report.mismatches[0].stored.credits_posted, 5, "{name}");
         assert_eq!(report.mismatches[0].recomputed.credits_posted, 0, "{name}");
+        assert!(report.bad_resolutions.is_empty(), "{name}");
+
+        // A post written behind the ledger's back that takes more than its hold held.
+        l.hold(hold(
+            "h",
+            "agent:a",
+            "sys:revenue",
+            50,
+            UnixMillis(T0.0 + 1),
+        ))
+        .await
+        .unwrap();
+        raw(
+            l.db(),
+            "INSERT INTO ledger_transfers (id, kind, debit_account, credit_account, amount, \
+             pending_id, created_at_ms) VALUES ('rogue', 'post', 'agent:a', 'sys:revenue', 60, \
+             'h', 0)",
+        )
+        .await
+        .unwrap();
+        let report = l.check().await.unwrap();
+        assert_eq!(report.bad_resolutions, vec![tid("rogue")], "{name}");
     }
 }
 

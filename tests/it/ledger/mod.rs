@@ -92,7 +92,10 @@ pub async fn balances(ledger: &Ledger, accounts: &[&str]) -> Vec<Balance> {
 
 pub async fn assert_clean(ledger: &Ledger, name: &str) {
     let report = ledger.check().await.unwrap();
-    assert!(report.is_clean(), "{name}: ledger check failed: {report:#?}");
+    assert!(
+        report.is_clean(),
+        "{name}: ledger check failed: {report:#?}"
+    );
 }
 
 /// Runs a raw statement (for tests that play a rogue operator).

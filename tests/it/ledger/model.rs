@@ -7,6 +7,7 @@
 //! global checks also cover every earlier case's leftovers.
 
 use std::collections::BTreeMap;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use proptest::prelude::*;
@@ -21,8 +22,18 @@ use tariff::time::{Clock, UnixMillis};
 
 use super::T0;
 
-/// Names in sorted order, so an index order is also the ledger's lock and check order.
-const ACCOUNTS: [&str; 5] = ["agent:a", "agent:b", "agent:c", "sys:inflow", "sys:revenue"];
+/// Names in sorted order, so an index order is also the ledger's lock and check order. The
+/// last one is never created: transfers naming it must fail as unknown.
+const ACCOUNTS: [&str; 6] = [
+    "agent:a",
+    "agent:b",
+    "agent:c",
+    "sys:inflow",
+    "sys:revenue",
+    "zz:ghost",
+];
+const REAL: usize = 5;
+const GHOST: usize = 5;
 const INFLOW: usize = 3;
 const KINDS: [TransferKind; 5] = [
     TransferKind::Topup,
@@ -49,8 +60,13 @@ enum Op {
         ttl_ms: u64,
     },
     /// Posts `percent` of the chosen hold (0 is a zero post, above 100 exceeds it).
-    Post { hold: usize, percent: u64 },
-    Void { hold: usize },
+    Post {
+        hold: usize,
+        percent: u64,
+    },
+    Void {
+        hold: usize,
+    },
     Advance(u64),
     Sweep,
     /// Resubmits an earlier successful call unchanged.
@@ -63,19 +79,31 @@ fn amount() -> impl Strategy<Value = u64> {
     prop_oneof![1 => Just(0u64), 10 => 1..2_000u64, 2 => 1..20_000u64]
 }
 
+/// Two account indices, nearly always distinct (a same-account transfer is just one refusal).
+fn pair() -> impl Strategy<Value = (usize, usize)> {
+    prop_oneof![
+        24 => (0..5usize, 1..5usize).prop_map(|(from, k)| (from, (from + k) % 5)),
+        2 => (0..5usize).prop_map(|a| (a, a)),
+        1 => (0..5usize).prop_map(|a| (a, GHOST)),
+        1 => (0..5usize).prop_map(|a| (GHOST, a)),
+    ]
+}
+
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        5 => (0..5usize, 0..5usize, amount(), 0..KINDS.len()).prop_map(|(from, to, amount, kind)| {
+        5 => (pair(), amount(), 0..KINDS.len()).prop_map(|((from, to), amount, kind)| {
             Op::Transfer { from, to, amount, kind }
         }),
-        2 => prop::collection::vec((0..5usize, 0..5usize, amount()), 2..=3).prop_map(Op::Linked),
-        3 => (0..5usize, 0..5usize, amount(), 0..3_000u64).prop_map(|(from, to, amount, ttl_ms)| {
+        2 => prop::collection::vec((pair(), amount()), 2..=3)
+            .prop_map(|legs| Op::Linked(legs.into_iter().map(|((f, t), a)| (f, t, a)).collect())),
+        3 => (pair(), amount(), 0..3_000u64).prop_map(|((from, to), amount, ttl_ms)| {
             Op::Hold { from, to, amount, ttl_ms }
         }),
         3 => (any::<usize>(), 0..=110u64).prop_map(|(hold, percent)| Op::Post { hold, percent }),
         1 => any::<usize>().prop_map(|hold| Op::Void { hold }),
-        2 => (0..2_000u64).prop_map(Op::Advance),
-        1 => Just(Op::Sweep),
+        // Mostly small steps; large ones expire holds (whose TTLs are under 3 s).
+        3 => prop_oneof![0..200u64, 500..3_000u64].prop_map(Op::Advance),
+        2 => Just(Op::Sweep),
         2 => any::<usize>().prop_map(Op::Replay),
         1 => any::<usize>().prop_map(Op::Conflicting),
     ]
@@ -105,7 +133,7 @@ struct HoldM {
 /// What the ledger should hold: counters per account [dp, cp, dq, cq].
 #[derive(Clone, Debug, Default)]
 struct Model {
-    counters: [[i128; 4]; 5],
+    counters: [[i128; 4]; REAL],
     holds: Vec<HoldM>,
 }
 
@@ -141,6 +169,10 @@ impl Model {
     /// Applies per-account deltas if every bounded account stays within its bound, checking in
     /// account order (the ledger's order).
     fn apply(&mut self, deltas: &BTreeMap<usize, [i128; 4]>, prefix: &str) -> Result<(), Refusal> {
+        // The ledger locks (and so finds missing) accounts before it moves anything.
+        if deltas.contains_key(&GHOST) {
+            return Err(refusal("unknown_account"));
+        }
         let mut next = self.counters;
         for (&i, d) in deltas {
             for k in 0..4 {
@@ -182,7 +214,13 @@ impl Case<'_> {
         self.clock.now().0
     }
 
-    fn new_transfer(&mut self, from: usize, to: usize, amount: u64, kind: TransferKind) -> NewTransfer {
+    fn new_transfer(
+        &mut self,
+        from: usize,
+        to: usize,
+        amount: u64,
+        kind: TransferKind,
+    ) -> NewTransfer {
         NewTransfer {
             id: self.fresh_id(),
             kind,
@@ -225,7 +263,13 @@ impl Case<'_> {
                 let before = self.model.clone();
                 let expected = self.expect_posted(&[(from, to, amount)]);
                 let got = self.ledger.transfer(t.clone()).await;
-                self.settle(expected, got.map(|t| vec![t]), Call::Transfer(t), before, &ctx);
+                self.settle(
+                    expected,
+                    got.map(|t| vec![t]),
+                    Call::Transfer(t),
+                    before,
+                    &ctx,
+                );
             }
             Op::Linked(legs) => {
                 let group: Vec<NewTransfer> = legs
@@ -312,7 +356,13 @@ impl Case<'_> {
                     }
                 };
                 let got = self.ledger.void(id.clone(), &hold_id).await;
-                self.settle(expected, got.map(|t| vec![t]), Call::Void(id, hold_id), before, &ctx);
+                self.settle(
+                    expected,
+                    got.map(|t| vec![t]),
+                    Call::Void(id, hold_id),
+                    before,
+                    &ctx,
+                );
             }
             Op::Advance(ms) => self.clock.advance_ms(ms),
             Op::Sweep => {
@@ -331,6 +381,7 @@ impl Case<'_> {
                 }
                 let voided = self.ledger.sweep_expired_holds().await.unwrap();
                 assert_eq!(voided, expected, "{ctx}");
+                covered("swept", voided);
             }
             Op::Replay(i) => {
                 if self.calls.is_empty() {
@@ -339,6 +390,7 @@ impl Case<'_> {
                 let (call, original) = self.calls[i % self.calls.len()].clone();
                 let got = self.submit(&call).await;
                 assert_eq!(got, Ok(original), "{ctx}: a replay returns the original");
+                covered("replayed", 1);
             }
             Op::Conflicting(i) => {
                 if self.calls.is_empty() {
@@ -360,7 +412,9 @@ impl Case<'_> {
                     }
                     Call::Post(id, hold, a) => Call::Post(id, hold, UsdMicros(a.0 + 1)),
                     // A void has no amount of its own: aim it at another hold instead.
-                    Call::Void(id, _) => Call::Void(id, TransferId::new(format!("{}t1", self.prefix)).unwrap()),
+                    Call::Void(id, _) => {
+                        Call::Void(id, TransferId::new(format!("{}t1", self.prefix)).unwrap())
+                    }
                 };
                 let got = self.submit(&changed).await.map(|_| ());
                 let field = match changed {
@@ -379,6 +433,7 @@ impl Case<'_> {
                     // The void's target may not be a hold at all; either way it must fail.
                     None => assert!(got.is_err(), "{ctx}"),
                 }
+                covered("conflicting", 1);
             }
         }
     }
@@ -440,8 +495,12 @@ impl Case<'_> {
         ctx: &str,
     ) {
         match (expected, got) {
-            (Ok(()), Ok(written)) => self.calls.push((call, written)),
+            (Ok(()), Ok(written)) => {
+                covered("ok", 1);
+                self.calls.push((call, written));
+            }
             (Err(want), Err(e)) => {
+                covered(e.code(), 1);
                 let got = refusal_of(&e);
                 if want.detail.is_some() {
                     assert_eq!(got, want, "{ctx}: {e}");
@@ -477,12 +536,23 @@ impl Case<'_> {
 
 static CASE: AtomicU64 = AtomicU64::new(0);
 
+/// Outcomes seen across all cases of a run, to show the property is not passing vacuously.
+static COVERAGE: Mutex<BTreeMap<&'static str, u64>> = Mutex::new(BTreeMap::new());
+
+fn covered(outcome: &'static str, n: u64) {
+    *COVERAGE
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry(outcome)
+        .or_default() += n;
+}
+
 async fn run_case(ledger: &Ledger, clock: &Clock, ops: &[Op]) {
     let prefix = format!("m{}.", CASE.fetch_add(1, Ordering::SeqCst));
     // Holds left open by an earlier (failed) case would make this case's sweep counts wrong.
     clock.advance_ms(1_000_000);
     ledger.sweep_expired_holds().await.unwrap();
-    for (i, name) in ACCOUNTS.iter().enumerate() {
+    for (i, name) in ACCOUNTS.iter().enumerate().take(REAL) {
         ledger
             .create_account(NewAccount {
                 id: AccountId::new(format!("{prefix}{name}")).unwrap(),
@@ -521,7 +591,7 @@ async fn run_case(ledger: &Ledger, clock: &Clock, ops: &[Op]) {
     ledger.check().await.unwrap();
 }
 
-/// Runs the property on `db`, 24 cases of up to 30 operations.
+/// Runs the property on `db`: 32 cases of up to 40 operations (a second or two per backend).
 fn run_model(make_db: impl AsyncFnOnce() -> (Db, Option<crate::harness::TempDir>)) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -531,19 +601,33 @@ fn run_model(make_db: impl AsyncFnOnce() -> (Db, Option<crate::harness::TempDir>
     let (db, _dir) = rt.block_on(make_db());
     let clock = Clock::manual(T0);
     let ledger = Ledger::new(db, clock.clone());
+    // PROPTEST_CASES overrides the count for a soak run: `PROPTEST_CASES=2000 scripts/test --
+    // ledger::model`.
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(32);
     let config = Config {
-        cases: 24,
+        cases,
         max_shrink_iters: 200,
         failure_persistence: None,
         ..Config::default()
     };
     let mut runner = TestRunner::new(config);
-    let result = runner.run(&prop::collection::vec(op(), 1..=30), |ops| {
+    let result = runner.run(&prop::collection::vec(op(), 1..=40), |ops| {
         rt.block_on(run_case(&ledger, &clock, &ops));
         Ok(())
     });
     if let Err(e) = result {
         panic!("{e}");
+    }
+    let coverage = COVERAGE.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    eprintln!("model outcomes: {coverage:?}");
+    for outcome in ["ok", "insufficient_funds", "replayed", "conflicting"] {
+        assert!(
+            coverage.get(outcome).copied().unwrap_or(0) > 0,
+            "never saw {outcome}: {coverage:?}"
+        );
     }
 }
 
