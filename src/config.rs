@@ -94,6 +94,8 @@ pub struct Config {
     pub redis_prefix: String,
     pub database_url: Option<Secret<String>>,
     pub fingerprint_key: Secret<FingerprintKey>,
+    /// Bearer token of the admin endpoints (`/admin/*`); without it they are disabled.
+    pub admin_token: Option<Secret<String>>,
     /// False when the key was generated at start-up (quotes then die with the process).
     pub fingerprint_key_configured: bool,
     pub unpriced: UnpricedPolicy,
@@ -118,6 +120,7 @@ struct RawConfig {
     database_url: Option<String>,
     fingerprint_key: Option<String>,
     fingerprint_key_file: Option<PathBuf>,
+    admin_token: Option<String>,
     unpriced: Option<UnpricedPolicy>,
     max_body_bytes: Option<usize>,
     #[serde(default)]
@@ -232,6 +235,7 @@ fn apply_env(raw: &mut RawConfig, env: &dyn Fn(&str) -> Option<String>) {
     set(&mut raw.redis_url, "TARIFF_REDIS_URL");
     set(&mut raw.database_url, "TARIFF_DATABASE_URL");
     set(&mut raw.fingerprint_key, "TARIFF_FINGERPRINT_KEY");
+    set(&mut raw.admin_token, "TARIFF_ADMIN_TOKEN");
     if let Some(dir) = env("TARIFF_RULES").filter(|v| !v.is_empty()) {
         raw.rules_dir = Some(PathBuf::from(dir));
     }
@@ -383,6 +387,12 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         redis_prefix: raw.redis_prefix.unwrap_or_else(|| "tariff:".into()),
         database_url,
         fingerprint_key: Secret::new(fingerprint_key),
+        admin_token: match raw.admin_token {
+            Some(t) if t.len() < 32 => {
+                return Err(invalid("admin_token", "must be at least 32 characters"));
+            }
+            t => t.map(Secret::new),
+        },
         fingerprint_key_configured,
         unpriced: raw.unpriced.unwrap_or(UnpricedPolicy::Deny),
         max_body_bytes,
@@ -550,6 +560,10 @@ mod tests {
     #[test]
     fn env_selects_base_mainnet_by_v1_name() {
         let c = load_env(&[
+            (
+                "TARIFF_ADMIN_TOKEN",
+                "bearer token of the admin endpoints (disabled without it)",
+            ),
             ("TARIFF_NETWORK", "base"),
             (
                 "TARIFF_PAY_TO",

@@ -2,6 +2,7 @@
 //!
 //! Dependencies point one way: `http` → domain (`quote`, `pricing`, …) → `x402` (wire types).
 
+pub mod accounts;
 pub mod cli;
 pub mod config;
 pub mod db;

@@ -6,9 +6,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+use crate::accounts::Accounts;
 use crate::config::{Config, DEMO_PAY_TO};
 use crate::db::{Db, QuoteStats};
 use crate::http::{AppState, StateInner, Upstream, app};
+use crate::ledger::Ledger;
 use crate::pricing::expr::ExprEnv;
 use crate::pricing::{LoadOptions, RulesHandle};
 use crate::quote::{AnyQuoteStore, MemoryQuoteStore, QuoteEngine, RedisQuoteStore};
@@ -49,7 +51,7 @@ pub async fn build_state(config: Config, opts: BuildOptions) -> anyhow::Result<A
             opts.clock.clone(),
         )),
     };
-    let quote_stats = if opts.without_db {
+    let db = if opts.without_db {
         None
     } else {
         let db = match &config.database_url {
@@ -66,7 +68,23 @@ pub async fn build_state(config: Config, opts: BuildOptions) -> anyhow::Result<A
                     .context("opening the embedded SQLite database")?
             }
         };
-        Some(QuoteStats::new(db))
+        Some(db)
+    };
+    let quote_stats = db.clone().map(QuoteStats::new);
+    let accounts = match db {
+        Some(db) => {
+            let accounts = Accounts::new(
+                db.clone(),
+                Ledger::new(db, opts.clock.clone()),
+                opts.clock.clone(),
+            );
+            accounts
+                .ensure_system_accounts()
+                .await
+                .context("creating the ledger's system accounts")?;
+            Some(accounts)
+        }
+        None => None,
     };
     let upstream = match &config.upstream {
         Some(base) => Upstream::proxy(base, Duration::from_millis(config.upstream_timeout_ms))?,
@@ -90,6 +108,7 @@ pub async fn build_state(config: Config, opts: BuildOptions) -> anyhow::Result<A
         upstream,
         http_client,
         quote_stats,
+        accounts,
         metrics: Default::default(),
     }))
 }
@@ -101,6 +120,18 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     warn_about_demo_settings(&config);
     let state = build_state(config, BuildOptions::default()).await?;
     let _watcher = state.rules.spawn_watcher(reload);
+    let _sweeper = state.accounts.clone().map(|a| {
+        tokio::spawn(async move {
+            // Holds of requests whose client went away are released here once they expire.
+            let mut tick = tokio::time::interval(Duration::from_secs(10));
+            loop {
+                tick.tick().await;
+                if let Err(e) = a.ledger().sweep_expired_holds().await {
+                    tracing::warn!(error = %e, "expired-hold sweep failed; will retry");
+                }
+            }
+        })
+    });
     let _stats = state
         .quote_stats
         .as_ref()

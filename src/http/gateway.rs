@@ -12,6 +12,7 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use super::AppState;
+use super::credits;
 use super::error::ApiError;
 use super::payment_required;
 use super::request::{
@@ -160,6 +161,21 @@ async fn gateway(state: &AppState, req: Request) -> Result<Response, ApiError> {
         state.metrics.quotes_reused.inc();
     }
     let url = resource_url(state, &parts);
+    if let Some(key) = credits::tariff_key(&parts.headers) {
+        return credits::serve_with_credits(
+            state,
+            key,
+            &issued.quote,
+            route,
+            &url,
+            &parts,
+            &path,
+            &query_pairs,
+            bytes,
+            &parsed,
+        )
+        .await;
+    }
     Ok(payment_required::render(&issued.quote, route, &url, None))
 }
 

@@ -1,5 +1,6 @@
 //! HTTP: axum routes. `app(state)` is the one router, used by `main` and by the tests.
 
+pub mod credits;
 pub mod demo;
 pub mod error;
 pub mod gateway;
@@ -12,8 +13,9 @@ use std::ops::Deref;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::routing::get;
+use axum::routing::{get, post};
 
+use crate::accounts::Accounts;
 use crate::config::Config;
 use crate::db::QuoteStats;
 use crate::pricing::RulesHandle;
@@ -34,6 +36,8 @@ pub struct StateInner {
     pub http_client: reqwest::Client,
     /// Quotes issued per minute and rule (absent when running without a database).
     pub quote_stats: Option<QuoteStats>,
+    /// Agent accounts and the credits ledger (absent when running without a database).
+    pub accounts: Option<Accounts>,
     pub metrics: ops::Metrics,
 }
 
@@ -55,6 +59,9 @@ pub fn app(state: AppState) -> Router {
         .route("/health", get(ops::health))
         .route("/ready", get(ops::ready))
         .route("/metrics", get(ops::metrics))
+        .route("/accounts", post(credits::open_account))
+        .route("/accounts/me", get(credits::me))
+        .route("/admin/credits", post(credits::grant))
         .fallback(gateway::handle)
         .with_state(state)
 }

@@ -74,6 +74,10 @@ impl Upstream {
                 let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
                 let url = format!("{base}{path_and_query}");
                 let mut headers = strip_hop_by_hop(&parts.headers);
+                // The agent's Tariff API key pays Tariff; the upstream never needs to see it.
+                if super::credits::tariff_key(&parts.headers).is_some() {
+                    headers.remove(axum::http::header::AUTHORIZATION);
+                }
                 if let Some(host) = parts.headers.get(header::HOST) {
                     headers.insert(HeaderName::from_static("x-forwarded-host"), host.clone());
                 }

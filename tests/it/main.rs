@@ -1,5 +1,6 @@
 mod chain_rig;
 mod cli;
+mod credits;
 mod db;
 mod gateway;
 mod harness;

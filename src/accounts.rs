@@ -1,0 +1,185 @@
+//! Agent accounts and their API keys: opening an account, and turning a bearer key back into
+//! the account it spends from.
+
+use std::fmt;
+
+use crate::db::{Db, DbError};
+use crate::ledger::{AccountId, AccountKind, Ledger, LedgerError, NewAccount};
+use crate::time::Clock;
+
+/// The system account every request debit is credited to.
+pub const REVENUE: &str = "sys:revenue";
+/// The source of operator grants and adjustments; it may go negative.
+pub const ADJUSTMENTS: &str = "sys:adjustments";
+
+/// An API key: `tk_` + 64 hex characters (256 random bits). Shown once when created; only its
+/// hash is stored. Debug never prints it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKey(String);
+
+impl ApiKey {
+    const PREFIX: &'static str = "tk_";
+
+    pub fn generate() -> ApiKey {
+        let bytes: [u8; 32] = rand::random();
+        ApiKey(format!("{}{}", Self::PREFIX, hex::encode(bytes)))
+    }
+
+    /// Accepts only the exact format, so garbage never reaches the database.
+    pub fn parse(s: &str) -> Option<ApiKey> {
+        let hex_part = s.strip_prefix(Self::PREFIX)?;
+        let ok = hex_part.len() == 64
+            && hex_part
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        ok.then(|| ApiKey(s.to_string()))
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// What the database stores.
+    pub fn hash(&self) -> String {
+        blake3::hash(self.0.as_bytes()).to_hex().to_string()
+    }
+}
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ApiKey([redacted])")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AccountsError {
+    #[error("the API key is malformed, unknown or revoked")]
+    InvalidKey,
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+impl From<sqlx::Error> for AccountsError {
+    fn from(e: sqlx::Error) -> Self {
+        AccountsError::Db(e.into())
+    }
+}
+
+#[derive(Clone)]
+pub struct Accounts {
+    db: Db,
+    ledger: Ledger,
+    clock: Clock,
+}
+
+impl Accounts {
+    pub fn new(db: Db, ledger: Ledger, clock: Clock) -> Self {
+        Accounts { db, ledger, clock }
+    }
+
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    /// Creates the system accounts the gateway posts to (idempotent; run at start-up).
+    pub async fn ensure_system_accounts(&self) -> Result<(), AccountsError> {
+        for (id, allow_negative) in [(REVENUE, false), (ADJUSTMENTS, true)] {
+            self.ledger
+                .create_account(NewAccount {
+                    id: AccountId::new(id)?,
+                    kind: AccountKind::System,
+                    owner: None,
+                    allow_negative,
+                })
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Opens an agent account with a zero balance and returns it with its first API key.
+    /// Two steps, not one transaction: if the key cannot be stored the caller gets an error and
+    /// an empty account nobody can use is left behind, which costs nothing.
+    pub async fn open(&self) -> Result<(AccountId, ApiKey), AccountsError> {
+        let id = AccountId::new(format!("agent:{:032x}", rand::random::<u128>()))?;
+        self.ledger
+            .create_account(NewAccount {
+                id: id.clone(),
+                kind: AccountKind::Agent,
+                owner: None,
+                allow_negative: false,
+            })
+            .await?;
+        let key = ApiKey::generate();
+        let now = i64::try_from(self.clock.now().0).unwrap_or(i64::MAX);
+        const INSERT: &str =
+            "INSERT INTO api_keys (key_hash, account_id, created_at_ms) VALUES ($1, $2, $3)";
+        match &self.db {
+            Db::Postgres(p) => {
+                sqlx::query(INSERT)
+                    .bind(key.hash())
+                    .bind(id.as_str())
+                    .bind(now)
+                    .execute(p)
+                    .await?;
+            }
+            Db::Sqlite(p) => {
+                sqlx::query(INSERT)
+                    .bind(key.hash())
+                    .bind(id.as_str())
+                    .bind(now)
+                    .execute(p)
+                    .await?;
+            }
+        }
+        Ok((id, key))
+    }
+
+    /// The account a bearer key spends from.
+    pub async fn authenticate(&self, presented: &str) -> Result<AccountId, AccountsError> {
+        let key = ApiKey::parse(presented).ok_or(AccountsError::InvalidKey)?;
+        const SELECT: &str =
+            "SELECT account_id FROM api_keys WHERE key_hash = $1 AND revoked_at_ms IS NULL";
+        let row: Option<(String,)> = match &self.db {
+            Db::Postgres(p) => {
+                sqlx::query_as(SELECT)
+                    .bind(key.hash())
+                    .fetch_optional(p)
+                    .await?
+            }
+            Db::Sqlite(p) => {
+                sqlx::query_as(SELECT)
+                    .bind(key.hash())
+                    .fetch_optional(p)
+                    .await?
+            }
+        };
+        let (account,) = row.ok_or(AccountsError::InvalidKey)?;
+        Ok(AccountId::new(account)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_have_one_format_and_never_print() {
+        let k = ApiKey::generate();
+        assert_eq!(ApiKey::parse(k.expose()), Some(k.clone()));
+        assert_eq!(k.expose().len(), 67);
+        assert_eq!(format!("{k:?}"), "ApiKey([redacted])");
+        assert_ne!(k.hash(), k.expose());
+        for bad in [
+            "",
+            "tk_",
+            "tk_abc",
+            &k.expose().to_uppercase(),
+            &format!("{}0", k.expose()),
+            "Bearer x",
+        ] {
+            assert!(ApiKey::parse(bad).is_none(), "{bad}");
+        }
+    }
+}

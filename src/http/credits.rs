@@ -1,0 +1,345 @@
+//! Spending credits: an agent with an API key is quoted like anyone else, then pays from its
+//! balance instead of on chain.
+//!
+//! hold the price → call the upstream → post the hold (or void it when the upstream fails with
+//! 5xx or does not answer, so nobody pays for an error) → respond with a receipt. If the post
+//! cannot be written the response is withheld: nothing priced is served without a posted debit.
+//! If the client goes away mid-request the hold is never resolved here; it expires and the
+//! sweeper voids it (the agent is not charged for an answer it never received).
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::AppState;
+use super::error::ApiError;
+use super::payment_required;
+use super::request::ParsedBody;
+use crate::accounts::{ADJUSTMENTS, Accounts, AccountsError, REVENUE};
+use crate::ledger::{
+    AccountId, LedgerError, NewHold, NewTransfer, References, TransferId, TransferKind,
+};
+use crate::money::UsdMicros;
+use crate::pricing::Route;
+use crate::quote::Quote;
+
+/// The header that carries the receipt of a credit-funded request.
+pub const RECEIPT: &str = "tariff-receipt";
+/// Machine-readable reason next to a 402 that credits could not cover.
+pub const REASON: &str = "tariff-reason";
+
+/// How long a request's hold may stay open beyond the upstream's own timeout.
+const HOLD_MARGIN_SECS: u64 = 60;
+
+/// The Tariff API key of a request: a `Bearer tk_…` authorization. Any other bearer token
+/// belongs to the seller's upstream API and is left alone.
+pub fn tariff_key(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let key = v.strip_prefix("Bearer ")?.trim();
+    key.starts_with("tk_").then_some(key)
+}
+
+/// The bearer key of a request, if it carries one. `Some(Err)` for a malformed header: an agent
+/// that meant to pay with credits must learn that, not silently get a 402.
+pub fn bearer(headers: &HeaderMap) -> Option<Result<&str, ApiError>> {
+    let value = headers.get(header::AUTHORIZATION)?;
+    let parsed = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|k| !k.is_empty());
+    Some(parsed.ok_or_else(|| {
+        ApiError::unauthorized(
+            "invalid_authorization",
+            "expected `Authorization: Bearer <api key>`",
+        )
+    }))
+}
+
+fn accounts(state: &AppState) -> Result<&Accounts, ApiError> {
+    state.accounts.as_ref().ok_or_else(|| {
+        ApiError::unavailable("credits_unavailable", "this server keeps no credits ledger")
+    })
+}
+
+pub fn accounts_error(e: AccountsError) -> ApiError {
+    match e {
+        AccountsError::InvalidKey => ApiError::unauthorized("invalid_api_key", e.to_string()),
+        AccountsError::Ledger(l) => ledger_error(l),
+        AccountsError::Db(d) => ApiError::unavailable(
+            "ledger_unavailable",
+            format!("the ledger cannot be reached: {d}"),
+        ),
+    }
+}
+
+pub fn ledger_error(e: LedgerError) -> ApiError {
+    if e.is_transient() {
+        return ApiError::unavailable(
+            "ledger_unavailable",
+            "the ledger cannot be reached; retry shortly",
+        );
+    }
+    match &e {
+        LedgerError::UnknownAccount(_) => ApiError::not_found(e.code(), e.to_string()),
+        LedgerError::Conflict { .. } | LedgerError::OwnerTaken { .. } => {
+            ApiError::new(StatusCode::CONFLICT, e.code(), e.to_string())
+        }
+        LedgerError::InsufficientFunds { .. } => {
+            ApiError::new(StatusCode::PAYMENT_REQUIRED, e.code(), e.to_string())
+        }
+        LedgerError::Database(_) | LedgerError::Overflow(_) => {
+            ApiError::internal("ledger_error", "the ledger refused the operation", &e)
+        }
+        _ => ApiError::bad_request(e.code(), e.to_string()),
+    }
+}
+
+/// Pays for a quoted request from `key`'s balance and serves it.
+#[allow(clippy::too_many_arguments)]
+pub async fn serve_with_credits(
+    state: &AppState,
+    key: &str,
+    quote: &Quote,
+    route: &Route,
+    resource_url: &str,
+    parts: &Parts,
+    path: &str,
+    query: &[(String, String)],
+    bytes: Bytes,
+    parsed: &ParsedBody,
+) -> Result<Response, ApiError> {
+    let accounts = accounts(state)?;
+    let account = accounts.authenticate(key).await.map_err(accounts_error)?;
+    let ledger = accounts.ledger();
+    let revenue = AccountId::new(REVENUE).map_err(ledger_error)?;
+    let hold_id = TransferId::new(format!("req:{}:{:016x}", quote.id, rand::random::<u64>()))
+        .map_err(ledger_error)?;
+    let expires_at = state
+        .quotes
+        .clock
+        .now()
+        .plus_secs(state.config.upstream_timeout_ms.div_ceil(1000) + HOLD_MARGIN_SECS);
+    let hold = ledger
+        .hold(NewHold {
+            id: hold_id.clone(),
+            debit: account.clone(),
+            credit: revenue,
+            amount: quote.price,
+            expires_at,
+            refs: References {
+                quote_id: Some(quote.id.to_string()),
+                request_hash: Some(quote.request_hash.to_hex()),
+                ..References::default()
+            },
+        })
+        .await;
+    match hold {
+        Ok(_) => {}
+        Err(LedgerError::InsufficientFunds { available, .. }) => {
+            // The normal 402, so the agent can pay on chain instead, with the reason.
+            let msg = format!(
+                "insufficient credits: {} available, this request costs {}",
+                UsdMicros(u64::try_from(available).unwrap_or(0)),
+                quote.price
+            );
+            let mut resp = payment_required::render(quote, route, resource_url, Some(&msg));
+            resp.headers_mut().insert(
+                HeaderName::from_static(REASON),
+                HeaderValue::from_static("insufficient_credits"),
+            );
+            return Ok(resp);
+        }
+        Err(e) => return Err(ledger_error(e)),
+    }
+
+    let json = match parsed {
+        ParsedBody::Json(v) => Some(v),
+        _ => None,
+    };
+    let answer = state
+        .upstream
+        .forward(parts, path, query, bytes, json)
+        .await;
+    let mut resp = match answer {
+        Ok(resp) if resp.status().is_server_error() => {
+            void_hold(ledger, &hold_id, "upstream 5xx").await?;
+            return Ok(resp);
+        }
+        Ok(resp) => resp,
+        Err(e) => {
+            void_hold(ledger, &hold_id, "upstream unavailable").await?;
+            return Err(e);
+        }
+    };
+    let post_id = TransferId::new(format!("{hold_id}:post")).map_err(ledger_error)?;
+    let posted = match ledger.post(post_id.clone(), &hold_id, quote.price).await {
+        Ok(t) => t,
+        Err(e) => {
+            // The answer is withheld: serving it without a posted debit would serve unpaid.
+            tracing::error!(error = %e, %hold_id, "posting a credit hold failed; response withheld");
+            let _ = void_hold(ledger, &hold_id, "post failed").await;
+            return Err(ledger_error(e));
+        }
+    };
+    let balance = ledger.balance(&account).await.map_err(ledger_error)?;
+    let receipt = json!({
+        "transfer": posted.id.as_str(),
+        "account": account.as_str(),
+        "amount": posted.amount.0,
+        "unit": "usd_micros",
+        "balance": balance.available(),
+        "quote": quote.id.as_str(),
+    });
+    resp.headers_mut().insert(
+        HeaderName::from_static(RECEIPT),
+        HeaderValue::from_str(&receipt.to_string()).expect("JSON of ASCII ids and integers"),
+    );
+    Ok(resp)
+}
+
+/// Releases a request's hold: the agent pays nothing for it.
+async fn void_hold(
+    ledger: &crate::ledger::Ledger,
+    hold_id: &TransferId,
+    why: &'static str,
+) -> Result<(), ApiError> {
+    let void_id = TransferId::new(format!("{hold_id}:void")).map_err(ledger_error)?;
+    ledger.void(void_id, hold_id).await.map_err(ledger_error)?;
+    tracing::debug!(%hold_id, why, "credit hold voided");
+    Ok(())
+}
+
+/// `POST /accounts`: opens an agent account; the API key is in this answer and nowhere else.
+pub async fn open_account(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let (account, key) = accounts(&state)?.open().await.map_err(accounts_error)?;
+    let body = json!({
+        "account": account.as_str(),
+        "api_key": key.expose(),
+        "note": "store the api_key now: it is shown only once",
+    });
+    let mut resp = (StatusCode::CREATED, Json(body)).into_response();
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(resp)
+}
+
+/// `GET /accounts/me`: balance and recent transfers of the key's account.
+pub async fn me(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let key = bearer(&headers).ok_or_else(|| {
+        ApiError::unauthorized("missing_api_key", "send `Authorization: Bearer <api key>`")
+    })??;
+    let accounts = accounts(&state)?;
+    let account = accounts.authenticate(key).await.map_err(accounts_error)?;
+    let ledger = accounts.ledger();
+    let balance = ledger.balance(&account).await.map_err(ledger_error)?;
+    let page = ledger
+        .history(&account, None, 20)
+        .await
+        .map_err(ledger_error)?;
+    let body = json!({
+        "account": account.as_str(),
+        "unit": "usd_micros",
+        "posted": balance.posted(),
+        "held": balance.held().0,
+        "available": balance.available(),
+        "recent": page.transfers,
+    });
+    let mut resp = Json(body).into_response();
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(resp)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantRequest {
+    /// Idempotency id chosen by the operator (a retry with the same id changes nothing).
+    pub id: String,
+    pub account: String,
+    /// Micro-dollars; negative takes credits back.
+    pub amount: i64,
+    pub reason: String,
+}
+
+#[derive(Serialize)]
+struct GrantAnswer<'a> {
+    transfer: &'a str,
+    account: &'a str,
+    balance: i64,
+}
+
+/// `POST /admin/credits` (admin token): grants (or, with a negative amount, takes back)
+/// credits. Every change is an `adjustment` transfer with its reason.
+pub async fn grant(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Json(req): Json<GrantRequest>,
+) -> Result<Response, ApiError> {
+    check_admin(&state, &headers)?;
+    let accounts = accounts(&state)?;
+    let ledger = accounts.ledger();
+    let account = AccountId::new(req.account).map_err(ledger_error)?;
+    let adjustments = AccountId::new(ADJUSTMENTS).map_err(ledger_error)?;
+    if req.reason.trim().is_empty() {
+        return Err(ApiError::bad_request(
+            "reason_required",
+            "every adjustment needs a reason",
+        ));
+    }
+    let (debit, credit) = if req.amount >= 0 {
+        (adjustments, account.clone())
+    } else {
+        (account.clone(), adjustments)
+    };
+    let t = ledger
+        .transfer(NewTransfer {
+            id: TransferId::new(format!("admin:{}", req.id)).map_err(ledger_error)?,
+            kind: TransferKind::Adjustment,
+            debit,
+            credit,
+            amount: UsdMicros(req.amount.unsigned_abs()),
+            refs: References {
+                reason: Some(req.reason),
+                ..References::default()
+            },
+        })
+        .await
+        .map_err(ledger_error)?;
+    let balance = ledger.balance(&account).await.map_err(ledger_error)?;
+    Ok(Json(GrantAnswer {
+        transfer: t.id.as_str(),
+        account: account.as_str(),
+        balance: balance.available(),
+    })
+    .into_response())
+}
+
+fn check_admin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(expected) = &state.config.admin_token else {
+        return Err(ApiError::not_found(
+            "admin_disabled",
+            "no admin token is configured",
+        ));
+    };
+    let presented = bearer(headers).ok_or_else(|| {
+        ApiError::unauthorized(
+            "missing_admin_token",
+            "send `Authorization: Bearer <admin token>`",
+        )
+    })??;
+    // Compare hashes so the comparison time does not depend on how much of the token matched.
+    if blake3::hash(presented.as_bytes()) != blake3::hash(expected.expose().as_bytes()) {
+        return Err(ApiError::unauthorized(
+            "invalid_admin_token",
+            "the admin token is wrong",
+        ));
+    }
+    Ok(())
+}
