@@ -4,7 +4,11 @@
 use std::fmt;
 
 use crate::db::{Db, DbError};
-use crate::ledger::{AccountId, AccountKind, Ledger, LedgerError, NewAccount};
+use crate::ledger::{
+    AccountId, AccountKind, Balance, Ledger, LedgerError, NewAccount, NewTransfer, References,
+    Transfer, TransferId, TransferKind,
+};
+use crate::money::UsdMicros;
 use crate::time::Clock;
 
 /// The system account every request debit is credited to.
@@ -55,6 +59,8 @@ impl fmt::Debug for ApiKey {
 pub enum AccountsError {
     #[error("the API key is malformed, unknown or revoked")]
     InvalidKey,
+    #[error("every adjustment needs a reason")]
+    ReasonRequired,
     #[error(transparent)]
     Ledger(#[from] LedgerError),
     #[error(transparent)]
@@ -134,6 +140,42 @@ impl Accounts {
             }
         }
         Ok((id, key))
+    }
+
+    /// An operator's grant (positive `amount`, micro-dollars) or take-back (negative), as an
+    /// `adjustment` transfer against `sys:adjustments` carrying its reason. Idempotent by `id`.
+    pub async fn adjust(
+        &self,
+        id: &str,
+        account: AccountId,
+        amount: i64,
+        reason: String,
+    ) -> Result<(Transfer, Balance), AccountsError> {
+        if reason.trim().is_empty() {
+            return Err(AccountsError::ReasonRequired);
+        }
+        let adjustments = AccountId::new(ADJUSTMENTS)?;
+        let (debit, credit) = if amount >= 0 {
+            (adjustments, account.clone())
+        } else {
+            (account.clone(), adjustments)
+        };
+        let transfer = self
+            .ledger
+            .transfer(NewTransfer {
+                id: TransferId::new(format!("admin:{id}"))?,
+                kind: TransferKind::Adjustment,
+                debit,
+                credit,
+                amount: UsdMicros(amount.unsigned_abs()),
+                refs: References {
+                    reason: Some(reason),
+                    ..References::default()
+                },
+            })
+            .await?;
+        let balance = self.ledger.balance(&account).await?;
+        Ok((transfer, balance))
     }
 
     /// The account a bearer key spends from.

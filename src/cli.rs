@@ -43,6 +43,33 @@ pub enum Command {
     },
     /// Preview the price of a request and the rule that sets it; stores nothing.
     Quote(QuoteArgs),
+    /// Inspect and adjust the credits ledger (TARIFF_DATABASE_URL, else the embedded SQLite).
+    Ledger {
+        #[command(subcommand)]
+        command: LedgerCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum LedgerCommand {
+    /// Recompute every balance from the transfers and check the sums are zero. Exit 1 if not.
+    Check,
+    /// Grant credits to an account (a negative amount takes them back), as an adjustment
+    /// transfer with a reason. Repeating the same --id changes nothing.
+    Grant {
+        /// Account id, e.g. agent:0123…
+        #[arg(long)]
+        account: String,
+        /// Micro-dollars (1000000 = $1); negative takes credits back.
+        #[arg(long, allow_hyphen_values = true)]
+        amount: i64,
+        /// Why: every adjustment carries one.
+        #[arg(long)]
+        reason: String,
+        /// Idempotency id of this grant.
+        #[arg(long)]
+        id: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -100,6 +127,67 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Quote(args) => {
             let config = config?;
             quote_preview(&config, &args)
+        }
+        Command::Ledger { command } => ledger_command(config?, command).await,
+    }
+}
+
+async fn ledger_command(config: Config, command: LedgerCommand) -> anyhow::Result<i32> {
+    use crate::accounts::Accounts;
+    use crate::ledger::{AccountId, Ledger};
+    let db = match &config.database_url {
+        Some(url) => crate::db::Db::connect(url.expose()).await?,
+        None => crate::db::Db::embedded(std::path::Path::new(".tariff")).await?,
+    };
+    let clock = crate::time::Clock::System;
+    let accounts = Accounts::new(db.clone(), Ledger::new(db, clock.clone()), clock);
+    accounts.ensure_system_accounts().await?;
+    let ledger = accounts.ledger();
+    match command {
+        LedgerCommand::Check => {
+            let r = ledger.check().await?;
+            println!(
+                "{} accounts; posted sum {}, pending sum {}; {} counter mismatches, {} below bound, {} bad resolutions",
+                r.accounts,
+                r.posted_sum,
+                r.pending_sum,
+                r.mismatches.len(),
+                r.below_bound.len(),
+                r.bad_resolutions.len()
+            );
+            for m in &r.mismatches {
+                println!(
+                    "mismatch {}: stored {:?}, recomputed {:?}",
+                    m.account.as_str(),
+                    m.stored,
+                    m.recomputed
+                );
+            }
+            if r.is_clean() {
+                println!("ok: the ledger balances");
+                Ok(0)
+            } else {
+                println!("NOT CLEAN");
+                Ok(1)
+            }
+        }
+        LedgerCommand::Grant {
+            account,
+            amount,
+            reason,
+            id,
+        } => {
+            let account = AccountId::new(account)?;
+            let (t, b) = accounts
+                .adjust(&id, account.clone(), amount, reason)
+                .await?;
+            println!(
+                "transfer {}: {} now has {} micro-USD available",
+                t.id.as_str(),
+                account.as_str(),
+                b.available()
+            );
+            Ok(0)
         }
     }
 }

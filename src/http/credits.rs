@@ -20,10 +20,8 @@ use super::AppState;
 use super::error::ApiError;
 use super::payment_required;
 use super::request::ParsedBody;
-use crate::accounts::{ADJUSTMENTS, Accounts, AccountsError, REVENUE};
-use crate::ledger::{
-    AccountId, LedgerError, NewHold, NewTransfer, References, TransferId, TransferKind,
-};
+use crate::accounts::{Accounts, AccountsError, REVENUE};
+use crate::ledger::{AccountId, LedgerError, NewHold, References, TransferId};
 use crate::money::UsdMicros;
 use crate::pricing::Route;
 use crate::quote::Quote;
@@ -71,6 +69,7 @@ fn accounts(state: &AppState) -> Result<&Accounts, ApiError> {
 pub fn accounts_error(e: AccountsError) -> ApiError {
     match e {
         AccountsError::InvalidKey => ApiError::unauthorized("invalid_api_key", e.to_string()),
+        AccountsError::ReasonRequired => ApiError::bad_request("reason_required", e.to_string()),
         AccountsError::Ledger(l) => ledger_error(l),
         AccountsError::Db(d) => ApiError::unavailable(
             "ledger_unavailable",
@@ -283,36 +282,11 @@ pub async fn grant(
     Json(req): Json<GrantRequest>,
 ) -> Result<Response, ApiError> {
     check_admin(&state, &headers)?;
-    let accounts = accounts(&state)?;
-    let ledger = accounts.ledger();
     let account = AccountId::new(req.account).map_err(ledger_error)?;
-    let adjustments = AccountId::new(ADJUSTMENTS).map_err(ledger_error)?;
-    if req.reason.trim().is_empty() {
-        return Err(ApiError::bad_request(
-            "reason_required",
-            "every adjustment needs a reason",
-        ));
-    }
-    let (debit, credit) = if req.amount >= 0 {
-        (adjustments, account.clone())
-    } else {
-        (account.clone(), adjustments)
-    };
-    let t = ledger
-        .transfer(NewTransfer {
-            id: TransferId::new(format!("admin:{}", req.id)).map_err(ledger_error)?,
-            kind: TransferKind::Adjustment,
-            debit,
-            credit,
-            amount: UsdMicros(req.amount.unsigned_abs()),
-            refs: References {
-                reason: Some(req.reason),
-                ..References::default()
-            },
-        })
+    let (t, balance) = accounts(&state)?
+        .adjust(&req.id, account.clone(), req.amount, req.reason)
         .await
-        .map_err(ledger_error)?;
-    let balance = ledger.balance(&account).await.map_err(ledger_error)?;
+        .map_err(accounts_error)?;
     Ok(Json(GrantAnswer {
         transfer: t.id.as_str(),
         account: account.as_str(),

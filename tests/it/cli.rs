@@ -116,3 +116,85 @@ fn help_explains_every_subcommand() {
     let (_, out, _) = tariff(&["--help"]);
     assert!(out.contains("TARIFF_REDIS_URL"), "{out}");
 }
+
+#[tokio::test]
+async fn ledger_grant_and_check_from_the_command_line() {
+    let url = crate::db::fresh_postgres().await;
+    let app =
+        crate::harness::TestApp::start(&repo_rules(), &[("TARIFF_DATABASE_URL", url.clone())])
+            .await;
+    let reply = crate::harness::Reply::read(
+        app.send(
+            axum::http::Request::post("/accounts")
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await,
+    )
+    .await;
+    let account = reply.json()["account"].as_str().unwrap().to_string();
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_tariff"))
+            .args(args)
+            .env("TARIFF_DATABASE_URL", &url)
+            .env_remove("TARIFF_CONFIG")
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let grant = [
+        "ledger",
+        "grant",
+        "--account",
+        &account,
+        "--amount",
+        "2500000",
+        "--reason",
+        "welcome",
+        "--id",
+        "w1",
+    ];
+    let (code, out, err) = run(&grant);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("now has 2500000 micro-USD available"), "{out}");
+    let (_, out, _) = run(&grant); // the same id again: no second grant
+    assert!(out.contains("now has 2500000"), "{out}");
+    let (code, _, err) = run(&[
+        "ledger",
+        "grant",
+        "--account",
+        &account,
+        "--amount",
+        "-1",
+        "--reason",
+        " ",
+        "--id",
+        "w2",
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("reason"), "{err}");
+    let (code, _, err) = run(&[
+        "ledger",
+        "grant",
+        "--account",
+        "agent:nobody",
+        "--amount",
+        "5",
+        "--reason",
+        "x",
+        "--id",
+        "w3",
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("unknown account"), "{err}");
+    let (code, out, _) = run(&["ledger", "check"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("posted sum 0, pending sum 0") && out.contains("ok: the ledger balances"),
+        "{out}"
+    );
+}
