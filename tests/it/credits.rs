@@ -323,3 +323,63 @@ async fn admin_endpoints_are_off_without_a_token() {
     let r = grant(&app, "g", "agent:x", 5, ADMIN).await;
     assert_eq!((r.status, r.error_code().as_str()), (404, "admin_disabled"));
 }
+
+#[tokio::test]
+async fn ledger_down_fails_closed_with_503_and_serves_nothing() {
+    let hits = Arc::new(AtomicU64::new(0));
+    let url = failing_upstream(hits.clone()).await;
+    let dir = TempDir::new("credits-down");
+    dir.write("a.toml", PROXY_RULES);
+    let db_url = crate::db::fresh_postgres().await;
+    let app = TestApp::start(
+        dir.path(),
+        &[
+            ("TARIFF_DATABASE_URL", db_url.clone()),
+            ("TARIFF_ADMIN_TOKEN", ADMIN.to_string()),
+            ("TARIFF_UPSTREAM", url),
+        ],
+    )
+    .await;
+    let (account, key) = open(&app).await;
+    grant(&app, "g", &account, 1_000_000, ADMIN).await;
+
+    // Take the database away: refuse new connections and cut the pool's existing ones.
+    let name = db_url.rsplit('/').next().unwrap().to_string();
+    let admin = sqlx::PgPool::connect(&crate::support::database_url())
+        .await
+        .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "ALTER DATABASE {name} ALLOW_CONNECTIONS false"
+    )))
+    .execute(&admin)
+    .await
+    .unwrap();
+    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
+        .bind(&name)
+        .execute(&admin)
+        .await
+        .unwrap();
+
+    let down = get_with_key(&app, "/fine", &key).await;
+    assert_eq!(
+        (down.status, down.error_code().as_str()),
+        (503, "ledger_unavailable")
+    );
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        0,
+        "nothing served without a posted debit"
+    );
+
+    // Back up: the balance is untouched and the next request is served and charged once.
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "ALTER DATABASE {name} ALLOW_CONNECTIONS true"
+    )))
+    .execute(&admin)
+    .await
+    .unwrap();
+    assert_eq!(me(&app, &key).await["available"], 1_000_000);
+    assert_eq!(get_with_key(&app, "/fine", &key).await.status, 200);
+    assert_eq!(me(&app, &key).await["available"], 900_000);
+    assert_ledger_clean(&app).await;
+}
