@@ -8,13 +8,14 @@
 //! sweeper voids it (the agent is not charged for an answer it never received).
 
 use axum::Json;
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::AppState;
 use super::error::ApiError;
@@ -24,7 +25,9 @@ use crate::accounts::{Accounts, AccountsError, REVENUE};
 use crate::ledger::{AccountId, LedgerError, NewHold, References, TransferId};
 use crate::money::UsdMicros;
 use crate::pricing::Route;
+use crate::pricing::expr::{EvalInput, RequestView};
 use crate::quote::Quote;
+use crate::quote::json::parse_strict;
 
 /// The header that carries the receipt of a credit-funded request.
 pub const RECEIPT: &str = "tariff-receipt";
@@ -100,20 +103,37 @@ pub fn ledger_error(e: LedgerError) -> ApiError {
     }
 }
 
+/// A quoted request, as the gateway parsed it.
+pub struct QuotedRequest<'a> {
+    pub quote: &'a Quote,
+    pub route: &'a Route,
+    pub resource_url: &'a str,
+    pub parts: &'a Parts,
+    pub path: &'a str,
+    pub query: &'a [(String, String)],
+    pub parsed: &'a ParsedBody,
+    /// What the pricing rules saw (for an `actual` price computed from the response).
+    pub view: &'a RequestView,
+    pub body: &'a Value,
+}
+
 /// Pays for a quoted request from `key`'s balance and serves it.
-#[allow(clippy::too_many_arguments)]
 pub async fn serve_with_credits(
     state: &AppState,
     key: &str,
-    quote: &Quote,
-    route: &Route,
-    resource_url: &str,
-    parts: &Parts,
-    path: &str,
-    query: &[(String, String)],
+    req: QuotedRequest<'_>,
     bytes: Bytes,
-    parsed: &ParsedBody,
 ) -> Result<Response, ApiError> {
+    let QuotedRequest {
+        quote,
+        route,
+        resource_url,
+        parts,
+        path,
+        query,
+        parsed,
+        ..
+    } = req;
     let accounts = accounts(state)?;
     let account = accounts.authenticate(key).await.map_err(accounts_error)?;
     let ledger = accounts.ledger();
@@ -166,7 +186,7 @@ pub async fn serve_with_credits(
         .upstream
         .forward(parts, path, query, bytes, json)
         .await;
-    let mut resp = match answer {
+    let resp = match answer {
         Ok(resp) if resp.status().is_server_error() => {
             void_hold(ledger, &hold_id, "upstream 5xx").await?;
             return Ok(resp);
@@ -177,8 +197,14 @@ pub async fn serve_with_credits(
             return Err(e);
         }
     };
+    let (resp, charge) = actual_charge(state, &req, resp).await;
+    let mut resp = resp;
+    if charge == UsdMicros::ZERO {
+        void_hold(ledger, &hold_id, "actual price is zero").await?;
+        return Ok(resp);
+    }
     let post_id = TransferId::new(format!("{hold_id}:post")).map_err(ledger_error)?;
-    let posted = match ledger.post(post_id.clone(), &hold_id, quote.price).await {
+    let posted = match ledger.post(post_id.clone(), &hold_id, charge).await {
         Ok(t) => t,
         Err(e) => {
             // The answer is withheld: serving it without a posted debit would serve unpaid.
@@ -192,6 +218,7 @@ pub async fn serve_with_credits(
         "transfer": posted.id.as_str(),
         "account": account.as_str(),
         "amount": posted.amount.0,
+        "held": quote.price.0,
         "unit": "usd_micros",
         "balance": balance.available(),
         "quote": quote.id.as_str(),
@@ -201,6 +228,60 @@ pub async fn serve_with_credits(
         HeaderValue::from_str(&receipt.to_string()).expect("JSON of ASCII ids and integers"),
     );
     Ok(resp)
+}
+
+/// The most of an upstream answer read to compute an `actual` price.
+const ACTUAL_BODY_CAP: usize = 1 << 20;
+
+/// What to charge: the quoted price, or the rule's `actual` computed from the upstream's answer
+/// (clamped into [0, quoted]). Returns the response rebuilt around its (already buffered) body.
+/// An `actual` that cannot be computed charges the quoted ceiling, which the agent accepted:
+/// an unreadable answer must not make the request free.
+async fn actual_charge(
+    state: &AppState,
+    req: &QuotedRequest<'_>,
+    resp: Response,
+) -> (Response, UsdMicros) {
+    let ceiling = req.quote.price;
+    let Some(expr) = req
+        .route
+        .rules
+        .iter()
+        .find(|r| r.id == req.quote.rule.rule)
+        .and_then(|r| r.actual.as_ref())
+    else {
+        return (resp, ceiling);
+    };
+    let (parts, body) = resp.into_parts();
+    let bytes = match axum::body::to_bytes(body, ACTUAL_BODY_CAP).await {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::warn!(error = %e, "upstream answer unreadable for `actual`; charging the ceiling");
+            return (Response::from_parts(parts, Body::empty()), ceiling);
+        }
+    };
+    let response = json!({
+        "status": parts.status.as_u16(),
+        "headers": parts
+            .headers
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str().to_string(), Value::String(v.to_str().ok()?.to_string()))))
+            .collect::<serde_json::Map<String, Value>>(),
+        "body": parse_strict(&bytes).unwrap_or_else(|_| json!({})),
+    });
+    let input = EvalInput {
+        request: req.view,
+        body: req.body,
+        response: Some(&response),
+    };
+    let charge = match expr.eval_amount(&state.rules.env().bind(&input)) {
+        Ok(micros) => UsdMicros(micros).min(ceiling),
+        Err(e) => {
+            tracing::warn!(error = %e, rule = %req.quote.rule.rule, "`actual` failed; charging the ceiling");
+            ceiling
+        }
+    };
+    (Response::from_parts(parts, Body::from(bytes)), charge)
 }
 
 /// Releases a request's hold: the agent pays nothing for it.

@@ -162,19 +162,18 @@ async fn gateway(state: &AppState, req: Request) -> Result<Response, ApiError> {
     }
     let url = resource_url(state, &parts);
     if let Some(key) = credits::tariff_key(&parts.headers) {
-        return credits::serve_with_credits(
-            state,
-            key,
-            &issued.quote,
+        let req = credits::QuotedRequest {
+            quote: &issued.quote,
             route,
-            &url,
-            &parts,
-            &path,
-            &query_pairs,
-            bytes,
-            &parsed,
-        )
-        .await;
+            resource_url: &url,
+            parts: &parts,
+            path: &path,
+            query: &query_pairs,
+            parsed: &parsed,
+            view: &view,
+            body: body_value,
+        };
+        return credits::serve_with_credits(state, key, req, bytes).await;
     }
     Ok(payment_required::render(&issued.quote, route, &url, None))
 }

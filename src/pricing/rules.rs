@@ -102,9 +102,14 @@ pub struct Route {
 pub struct Rule {
     pub id: String,
     pub when: Option<Expr>,
+    /// With `actual`, this is the ceiling: what is held (or paid on chain) up front.
     pub price: PriceSpec,
     pub min: Option<UsdMicros>,
     pub max: Option<UsdMicros>,
+    /// The price known only after the upstream answered: a CEL expression that may also read
+    /// `response` (`status`, `headers`, `body`). Credit-funded requests are charged this,
+    /// clamped into [0, ceiling]; the rest of the hold is released.
+    pub actual: Option<Expr>,
 }
 
 #[derive(Debug, Clone)]
@@ -176,6 +181,7 @@ struct RawRule {
     external: Option<RawExternal>,
     min: Option<RawPrice>,
     max: Option<RawPrice>,
+    actual: Option<String>,
     #[allow(dead_code)]
     description: Option<String>,
 }
@@ -578,12 +584,25 @@ fn compile_rule(r: RawRule, env: &ExprEnv, route_max: UsdMicros) -> Result<Rule,
             }
         }
     };
+    let actual = match (&r.actual, &price) {
+        (None, _) => None,
+        (Some(_), PriceSpec::Free) => {
+            return Err(fail(
+                "`actual` needs a `price` (the ceiling); a free rule has none".into(),
+            ));
+        }
+        (Some(src), _) => Some(
+            env.compile(src, ExprKind::Amount, Scope::Response)
+                .map_err(|e| fail(format!("actual: {e}")))?,
+        ),
+    };
     Ok(Rule {
         id: r.id,
         when,
         price,
         min,
         max,
+        actual,
     })
 }
 

@@ -383,3 +383,127 @@ async fn ledger_down_fails_closed_with_503_and_serves_nothing() {
     assert_eq!(me(&app, &key).await["available"], 900_000);
     assert_ledger_clean(&app).await;
 }
+
+/// An upstream that reports usage like an LLM API: /v1/<tokens> answers that many tokens.
+async fn usage_upstream() -> String {
+    use axum::routing::post;
+    let app = axum::Router::new().route(
+        "/v1/{tokens}",
+        post(
+            |axum::extract::Path(tokens): axum::extract::Path<String>| async move {
+                match tokens.parse::<u64>() {
+                    Ok(n) => axum::Json(json!({"text": "…", "usage": {"total_tokens": n}})),
+                    Err(_) => axum::Json(json!({"text": "no usage reported"})),
+                }
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
+}
+
+const USAGE_RULES: &str = r#"
+[[route]]
+id = "llm"
+methods = ["POST"]
+path = "/v1/{model}"
+[[route.rule]]
+id = "tokens"
+price = "$0.50"
+actual = "response.body.usage.total_tokens * 100"
+"#;
+
+#[tokio::test]
+async fn a_ceiling_is_held_and_the_actual_price_from_the_response_is_posted() {
+    let dir = TempDir::new("credits-usage");
+    dir.write("a.toml", USAGE_RULES);
+    let app = app_with(dir.path(), &[("TARIFF_UPSTREAM", usage_upstream().await)]).await;
+    let (account, key) = open(&app).await;
+    grant(&app, "g", &account, 2_000_000, ADMIN).await;
+    let call = |path: &'static str| {
+        let key = key.clone();
+        let app = &app;
+        async move {
+            let req = Request::post(path)
+                .header("authorization", format!("Bearer {key}"))
+                .header("content-type", "application/json")
+                .body(Body::from(r#"{"prompt":"hi"}"#))
+                .unwrap();
+            Reply::read(app.send(req).await).await
+        }
+    };
+    // 1,200 tokens at 100 micro-dollars: $0.12 posted, the rest of the $0.50 hold released.
+    let r = call("/v1/1200").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.json()["usage"]["total_tokens"],
+        1200,
+        "the answer passes through intact"
+    );
+    let receipt: Value = serde_json::from_str(&r.header("tariff-receipt").unwrap()).unwrap();
+    assert_eq!(
+        (receipt["amount"].as_u64(), receipt["held"].as_u64()),
+        (Some(120_000), Some(500_000))
+    );
+    assert_eq!(me(&app, &key).await["available"], 1_880_000);
+    // Never above the ceiling.
+    let r = call("/v1/99999").await;
+    let receipt: Value = serde_json::from_str(&r.header("tariff-receipt").unwrap()).unwrap();
+    assert_eq!(receipt["amount"], 500_000);
+    // No usage in the answer: the ceiling the agent accepted, not zero.
+    let r = call("/v1/none").await;
+    let receipt: Value = serde_json::from_str(&r.header("tariff-receipt").unwrap()).unwrap();
+    assert_eq!(receipt["amount"], 500_000);
+    // Zero tokens: nothing charged, the hold released.
+    let r = call("/v1/0").await;
+    assert_eq!(r.status, 200);
+    assert!(r.header("tariff-receipt").is_none());
+    let mine = me(&app, &key).await;
+    assert_eq!(
+        (mine["available"].as_i64(), mine["held"].as_i64()),
+        (Some(880_000), Some(0))
+    );
+    assert_ledger_clean(&app).await;
+}
+
+#[test]
+fn actual_needs_a_ceiling_and_may_read_the_response_only_there() {
+    use tariff::pricing::expr::ExprEnv;
+    use tariff::pricing::rules::{LoadOptions, load_sources};
+    let load = |text: &str| {
+        load_sources(
+            &[(std::path::PathBuf::from("t.toml"), text.to_string())],
+            &ExprEnv::new(),
+            &LoadOptions {
+                max_price: tariff::money::UsdMicros(10_000_000),
+            },
+        )
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+    };
+    let head =
+        "[[route]]\nid = \"r\"\nmethods = [\"POST\"]\npath = \"/p\"\n[[route.rule]]\nid = \"a\"\n";
+    assert!(
+        load(&format!("{head}free = true\nactual = \"1\""))
+            .unwrap_err()
+            .contains("needs a `price`")
+    );
+    assert!(
+        load(&format!("{head}price = \"response.status\""))
+            .unwrap_err()
+            .contains("response")
+    );
+    assert!(
+        load(&format!(
+            "{head}price = \"$1\"\nactual = \"respons.body.n\""
+        ))
+        .unwrap_err()
+        .contains("actual")
+    );
+    load(&format!(
+        "{head}price = \"$1\"\nactual = \"response.body.n * 2\""
+    ))
+    .unwrap();
+}
