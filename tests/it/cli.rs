@@ -5,10 +5,16 @@ use std::process::Command;
 use crate::harness::{TempDir, repo_rules};
 
 fn tariff(args: &[&str]) -> (i32, String, String) {
+    tariff_env(args, &[])
+}
+
+/// Runs the binary with `env` set (and the config-file variables cleared).
+fn tariff_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_tariff"))
         .args(args)
         .env_remove("TARIFF_CONFIG")
         .env_remove("TARIFF_RULES")
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     (
@@ -133,19 +139,7 @@ async fn ledger_grant_and_check_from_the_command_line() {
     )
     .await;
     let account = reply.json()["account"].as_str().unwrap().to_string();
-    let run = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_tariff"))
-            .args(args)
-            .env("TARIFF_DATABASE_URL", &url)
-            .env_remove("TARIFF_CONFIG")
-            .output()
-            .unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
+    let run = |args: &[&str]| tariff_env(args, &[("TARIFF_DATABASE_URL", url.as_str())]);
     let grant = [
         "ledger",
         "grant",

@@ -199,10 +199,7 @@ async fn failing_upstream(hits: Arc<AtomicU64>) -> String {
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    url
+    crate::harness::serve(app).await.0
 }
 
 const PROXY_RULES: &str = r#"
@@ -398,10 +395,7 @@ async fn usage_upstream() -> String {
             },
         ),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    url
+    crate::harness::serve(app).await.0
 }
 
 const USAGE_RULES: &str = r#"

@@ -37,6 +37,15 @@ impl Drop for TempDir {
     }
 }
 
+/// Serves `router` on a free loopback port (a stand-in upstream, pricer, …); returns its base
+/// URL and the task (abort it to stop serving).
+pub async fn serve(router: axum::Router) -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    (url, task)
+}
+
 /// The repository's own rules directory (the demo prices).
 pub fn repo_rules() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("pricing-rules")

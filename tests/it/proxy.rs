@@ -27,10 +27,7 @@ async fn upstream(hits: Arc<AtomicU64>) -> String {
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    url
+    crate::harness::serve(app).await.0
 }
 
 const RULES: &str = r#"

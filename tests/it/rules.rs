@@ -259,12 +259,8 @@ async fn pricer_counting(
             },
         ),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/price", listener.local_addr().unwrap());
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app).await.unwrap();
-    });
-    (url, task)
+    let (base, task) = crate::harness::serve(app).await;
+    (format!("{base}/price"), task)
 }
 
 #[tokio::test]
