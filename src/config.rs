@@ -103,6 +103,8 @@ pub struct Config {
     pub quote_ttl_seconds: u64,
     pub memory_quote_capacity: usize,
     pub max_price: UsdMicros,
+    /// Accounts `POST /accounts` may open per minute on this instance (0 disables signup).
+    pub signups_per_minute: u32,
     pub rules_reload_ms: u64,
     pub networks: Vec<NetworkTerms>,
 }
@@ -123,6 +125,7 @@ struct RawConfig {
     admin_token: Option<String>,
     unpriced: Option<UnpricedPolicy>,
     max_body_bytes: Option<usize>,
+    signups_per_minute: Option<u32>,
     #[serde(default)]
     quotes: RawQuotes,
     #[serde(default)]
@@ -399,6 +402,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         quote_ttl_seconds,
         memory_quote_capacity,
         max_price,
+        signups_per_minute: raw.signups_per_minute.unwrap_or(60),
         rules_reload_ms: raw.pricing.reload_ms.unwrap_or(1000).max(100),
         networks,
     })

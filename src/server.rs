@@ -94,6 +94,8 @@ pub async fn build_state(config: Config, opts: BuildOptions) -> anyhow::Result<A
         .redirect(reqwest::redirect::Policy::none())
         .timeout(Duration::from_secs(10))
         .build()?;
+    let signups_per_minute = config.signups_per_minute;
+    let opts_clock = opts.clock.clone();
     let quotes = QuoteEngine::new(
         store,
         config.networks.clone(),
@@ -109,6 +111,7 @@ pub async fn build_state(config: Config, opts: BuildOptions) -> anyhow::Result<A
         http_client,
         quote_stats,
         accounts,
+        signups: crate::http::rate_limit::TokenBucket::per_minute(signups_per_minute, opts_clock),
         metrics: Default::default(),
     }))
 }

@@ -298,6 +298,15 @@ async fn void_hold(
 
 /// `POST /accounts`: opens an agent account; the API key is in this answer and nowhere else.
 pub async fn open_account(State(state): State<AppState>) -> Result<Response, ApiError> {
+    if let Err(wait) = state.signups.take() {
+        let mut e = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_signups",
+            "accounts are being opened too fast; retry later",
+        );
+        e.retry_after = Some(wait.as_secs().max(1));
+        return Err(e);
+    }
     let (account, key) = accounts(&state)?.open().await.map_err(accounts_error)?;
     let body = json!({
         "account": account.as_str(),

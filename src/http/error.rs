@@ -12,6 +12,8 @@ pub struct ApiError {
     pub message: String,
     /// For 405: the methods the path accepts (the `Allow` header).
     pub allow: Option<String>,
+    /// For 429/503: seconds until a retry may succeed (the `Retry-After` header).
+    pub retry_after: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -27,6 +29,7 @@ impl ApiError {
             code,
             message: message.into(),
             allow: None,
+            retry_after: None,
         }
     }
     /// The path is priced, but not for this method.
@@ -87,6 +90,9 @@ impl IntoResponse for ApiError {
             .and_then(|a| HeaderValue::from_str(a).ok())
         {
             h.insert(header::ALLOW, v);
+        }
+        if let Some(secs) = self.retry_after {
+            h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         resp
     }

@@ -6,6 +6,7 @@ pub mod error;
 pub mod gateway;
 pub mod ops;
 pub mod payment_required;
+pub mod rate_limit;
 pub mod request;
 pub mod upstream;
 
@@ -38,6 +39,8 @@ pub struct StateInner {
     pub quote_stats: Option<QuoteStats>,
     /// Agent accounts and the credits ledger (absent when running without a database).
     pub accounts: Option<Accounts>,
+    /// Bounds `POST /accounts` (each account is a durable row).
+    pub signups: rate_limit::TokenBucket,
     pub metrics: ops::Metrics,
 }
 

@@ -501,3 +501,27 @@ fn actual_needs_a_ceiling_and_may_read_the_response_only_there() {
     ))
     .unwrap();
 }
+
+#[tokio::test]
+async fn account_signup_is_rate_limited() {
+    let cfg = TempDir::new("signup-cfg");
+    let path = cfg.write("tariff.toml", "signups_per_minute = 2\n");
+    let app = TestApp::start(
+        &repo_rules(),
+        &[("TARIFF_CONFIG", path.display().to_string())],
+    )
+    .await;
+    open(&app).await;
+    open(&app).await;
+    let third = Reply::read(
+        app.send(Request::post("/accounts").body(Body::empty()).unwrap())
+            .await,
+    )
+    .await;
+    assert_eq!(
+        (third.status, third.error_code().as_str()),
+        (429, "too_many_signups")
+    );
+    let retry: u64 = third.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=30).contains(&retry), "{retry}");
+}
