@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use crate::db::{Db, DbError};
+use crate::db::{Db, DbError, on_pool};
 use crate::ledger::{
     AccountId, AccountKind, Balance, Ledger, LedgerError, NewAccount, NewTransfer, References,
     Transfer, TransferId, TransferKind,
@@ -121,24 +121,13 @@ impl Accounts {
         let now = i64::try_from(self.clock.now().0).unwrap_or(i64::MAX);
         const INSERT: &str =
             "INSERT INTO api_keys (key_hash, account_id, created_at_ms) VALUES ($1, $2, $3)";
-        match &self.db {
-            Db::Postgres(p) => {
-                sqlx::query(INSERT)
-                    .bind(key.hash())
-                    .bind(id.as_str())
-                    .bind(now)
-                    .execute(p)
-                    .await?;
-            }
-            Db::Sqlite(p) => {
-                sqlx::query(INSERT)
-                    .bind(key.hash())
-                    .bind(id.as_str())
-                    .bind(now)
-                    .execute(p)
-                    .await?;
-            }
-        }
+        on_pool!(&self.db, p => sqlx::query(INSERT)
+            .bind(key.hash())
+            .bind(id.as_str())
+            .bind(now)
+            .execute(p)
+            .await
+            .map(|_| ())?);
         Ok((id, key))
     }
 
@@ -183,20 +172,7 @@ impl Accounts {
         let key = ApiKey::parse(presented).ok_or(AccountsError::InvalidKey)?;
         const SELECT: &str =
             "SELECT account_id FROM api_keys WHERE key_hash = $1 AND revoked_at_ms IS NULL";
-        let row: Option<(String,)> = match &self.db {
-            Db::Postgres(p) => {
-                sqlx::query_as(SELECT)
-                    .bind(key.hash())
-                    .fetch_optional(p)
-                    .await?
-            }
-            Db::Sqlite(p) => {
-                sqlx::query_as(SELECT)
-                    .bind(key.hash())
-                    .fetch_optional(p)
-                    .await?
-            }
-        };
+        let row: Option<(String,)> = on_pool!(&self.db, p => sqlx::query_as(SELECT).bind(key.hash()).fetch_optional(p).await?);
         let (account,) = row.ok_or(AccountsError::InvalidKey)?;
         Ok(AccountId::new(account)?)
     }

@@ -34,6 +34,18 @@ impl From<sqlx::Error> for DbError {
     }
 }
 
+/// Runs the same sqlx expression on whichever pool `db` holds: `on_pool!(db, p => query.execute(p))`.
+/// The expression is compiled once per driver, because sqlx's query types are per database.
+macro_rules! on_pool {
+    ($db:expr, $p:ident => $body:expr) => {
+        match $db {
+            $crate::db::Db::Postgres($p) => $body,
+            $crate::db::Db::Sqlite($p) => $body,
+        }
+    };
+}
+pub(crate) use on_pool;
+
 #[derive(Clone, Debug)]
 pub enum Db {
     Postgres(PgPool),
@@ -94,10 +106,7 @@ impl Db {
     }
 
     pub async fn ping(&self) -> Result<(), DbError> {
-        match self {
-            Db::Postgres(p) => sqlx::query("SELECT 1").execute(p).await.map(|_| ())?,
-            Db::Sqlite(p) => sqlx::query("SELECT 1").execute(p).await.map(|_| ())?,
-        }
+        on_pool!(self, p => sqlx::query("SELECT 1").execute(p).await.map(|_| ())?);
         Ok(())
     }
 }

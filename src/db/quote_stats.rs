@@ -173,20 +173,8 @@ const SELECT_SINCE: &str = "SELECT bucket_start_ms, route, rule, quotes, quoted_
 
 /// Rows from `since_ms` on, oldest first.
 pub async fn since(db: &Db, since_ms: i64) -> Result<Vec<StatRow>, DbError> {
-    let rows: Vec<RowTuple> = match db {
-        Db::Postgres(p) => {
-            sqlx::query_as(SELECT_SINCE)
-                .bind(since_ms)
-                .fetch_all(p)
-                .await?
-        }
-        Db::Sqlite(p) => {
-            sqlx::query_as(SELECT_SINCE)
-                .bind(since_ms)
-                .fetch_all(p)
-                .await?
-        }
-    };
+    let rows: Vec<RowTuple> =
+        super::on_pool!(db, p => sqlx::query_as(SELECT_SINCE).bind(since_ms).fetch_all(p).await?);
     Ok(rows
         .into_iter()
         .map(

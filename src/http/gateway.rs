@@ -205,7 +205,13 @@ async fn unpriced(
                 .await
                 .map_err(|_| ApiError::too_large("body too large"))?;
             let (pairs, _) = parse_query(&parts.uri)?;
-            let parsed = parse_body(&parts.headers, &bytes).unwrap_or(ParsedBody::Bytes);
+            // Only the in-process demo reads a parsed body; a proxied request goes on as bytes.
+            let parsed = match state.upstream {
+                super::Upstream::Demo => {
+                    parse_body(&parts.headers, &bytes).unwrap_or(ParsedBody::Bytes)
+                }
+                super::Upstream::Proxy { .. } => ParsedBody::Bytes,
+            };
             forward(state, &parts, path, &pairs, bytes, &parsed).await
         }
     }
