@@ -128,7 +128,7 @@ fn bench_pricing(c: &mut Criterion) {
     g.finish();
 
     let quote = Quote {
-        id: QuoteId::random(),
+        id: QuoteId::for_request(&RequestHash([1; 32])),
         request_hash: RequestHash([1; 32]),
         price: UsdMicros(20_000),
         rule: RuleRef {

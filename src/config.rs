@@ -79,6 +79,55 @@ pub struct NetworkTerms {
     pub eip712_version: String,
     pub pay_to: String,
     pub max_timeout_seconds: u64,
+    /// How payments on this network are verified and settled.
+    pub settlement: Settlement,
+}
+
+/// How one network's payments are settled.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Settlement {
+    /// Payments are refused with 503 `settlement_unconfigured` (quotes are still issued).
+    None,
+    /// Tariff verifies with its own RPC and submits `transferWithAuthorization` with its own
+    /// gas key.
+    Local {
+        rpc_url: Secret<String>,
+        gas_key: Secret<String>,
+        confirmations: u64,
+    },
+    /// An x402 facilitator verifies and settles; the RPC (optional) lets the reconciler
+    /// resolve payments whose settle call got no answer.
+    Facilitator {
+        url: String,
+        /// Sent with every facilitator call (e.g. an API key); values are secrets.
+        headers: Vec<(String, Secret<String>)>,
+        timeout_ms: u64,
+        rpc_url: Option<Secret<String>>,
+    },
+}
+
+/// When a paid request's payment is settled, relative to calling the upstream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SettleTiming {
+    /// Settle, then serve: nobody gets the answer unpaid (the default).
+    #[default]
+    Before,
+    /// Call the upstream first and settle only after a successful answer, which is held back
+    /// until the money has moved (not served if settlement fails).
+    After,
+}
+
+/// Payment handling shared by every network.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PaymentsConfig {
+    /// Largest accepted `PAYMENT-SIGNATURE` / `X-PAYMENT` header.
+    pub max_header_bytes: usize,
+    pub rpc_timeout_ms: u64,
+    pub receipt_timeout_seconds: u64,
+    /// A payment untouched this long is resolved by the reconciler.
+    pub reconcile_after_seconds: u64,
+    pub reconcile_interval_seconds: u64,
 }
 
 #[derive(Debug)]
@@ -107,6 +156,7 @@ pub struct Config {
     pub signups_per_minute: u32,
     pub rules_reload_ms: u64,
     pub networks: Vec<NetworkTerms>,
+    pub payments: PaymentsConfig,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -132,6 +182,18 @@ struct RawConfig {
     pricing: RawPricing,
     #[serde(default)]
     networks: Vec<RawNetwork>,
+    #[serde(default)]
+    payments: RawPayments,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPayments {
+    max_header_bytes: Option<usize>,
+    rpc_timeout_ms: Option<u64>,
+    receipt_timeout_seconds: Option<u64>,
+    reconcile_after_seconds: Option<u64>,
+    reconcile_interval_seconds: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -158,6 +220,16 @@ struct RawNetwork {
     eip712_name: Option<String>,
     eip712_version: Option<String>,
     max_timeout_seconds: Option<u64>,
+    /// `local`, `facilitator` or `none`; inferred from what is configured when absent.
+    settlement: Option<String>,
+    rpc_url: Option<String>,
+    gas_key: Option<String>,
+    gas_key_file: Option<PathBuf>,
+    confirmations: Option<u64>,
+    facilitator_url: Option<String>,
+    #[serde(default)]
+    facilitator_headers: std::collections::BTreeMap<String, String>,
+    facilitator_timeout_ms: Option<u64>,
 }
 
 /// Environment variables read by [`Config::load`]; the names are the documented interface.
@@ -195,6 +267,22 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     (
         "TARIFF_PAY_TO",
         "payee address for every configured network",
+    ),
+    (
+        "TARIFF_RPC_URL",
+        "EVM JSON-RPC URL for every configured network",
+    ),
+    (
+        "TARIFF_GAS_KEY",
+        "hex private key that pays gas for local settlement (or TARIFF_GAS_KEY_FILE)",
+    ),
+    (
+        "TARIFF_FACILITATOR_URL",
+        "x402 facilitator base URL (facilitator settlement)",
+    ),
+    (
+        "TARIFF_SETTLEMENT",
+        "local | facilitator | none, for every configured network",
     ),
 ];
 
@@ -249,12 +337,26 @@ fn apply_env(raw: &mut RawConfig, env: &dyn Fn(&str) -> Option<String>) {
             ..RawNetwork::default()
         }];
     }
-    if let Some(pay_to) = env("TARIFF_PAY_TO").filter(|v| !v.is_empty()) {
-        if raw.networks.is_empty() {
-            raw.networks.push(default_network());
-        }
-        for n in &mut raw.networks {
-            n.pay_to = Some(pay_to.clone());
+    // Settings that apply to every network.
+    type Apply = fn(&mut RawNetwork, String);
+    let per_network: [(&str, Apply); 6] = [
+        ("TARIFF_PAY_TO", |n, v| n.pay_to = Some(v)),
+        ("TARIFF_RPC_URL", |n, v| n.rpc_url = Some(v)),
+        ("TARIFF_GAS_KEY", |n, v| n.gas_key = Some(v)),
+        ("TARIFF_GAS_KEY_FILE", |n, v| {
+            n.gas_key_file = Some(PathBuf::from(v))
+        }),
+        ("TARIFF_FACILITATOR_URL", |n, v| n.facilitator_url = Some(v)),
+        ("TARIFF_SETTLEMENT", |n, v| n.settlement = Some(v)),
+    ];
+    for (name, apply) in per_network {
+        if let Some(v) = env(name).filter(|v| !v.is_empty()) {
+            if raw.networks.is_empty() {
+                raw.networks.push(default_network());
+            }
+            for n in &mut raw.networks {
+                apply(n, v.clone());
+            }
         }
     }
 }
@@ -378,6 +480,21 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         networks.push(terms);
     }
 
+    let p = raw.payments;
+    let payments = PaymentsConfig {
+        max_header_bytes: p.max_header_bytes.unwrap_or(16 * 1024),
+        rpc_timeout_ms: p.rpc_timeout_ms.unwrap_or(10_000),
+        receipt_timeout_seconds: p.receipt_timeout_seconds.unwrap_or(120),
+        reconcile_after_seconds: p.reconcile_after_seconds.unwrap_or(300),
+        reconcile_interval_seconds: p.reconcile_interval_seconds.unwrap_or(30).max(1),
+    };
+    if !(1024..=64 * 1024).contains(&payments.max_header_bytes) {
+        return Err(invalid(
+            "payments.max_header_bytes",
+            "must be between 1024 and 65536",
+        ));
+    }
+
     Ok(Config {
         listen,
         public_url,
@@ -405,6 +522,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         signups_per_minute: raw.signups_per_minute.unwrap_or(60),
         rules_reload_ms: raw.pricing.reload_ms.unwrap_or(1000).max(100),
         networks,
+        payments,
     })
 }
 
@@ -412,6 +530,7 @@ fn network_terms(i: usize, n: RawNetwork, quote_ttl: u64) -> Result<NetworkTerms
     let at = |field: &str| format!("networks[{i}].{field}");
     let network =
         Network::parse_any(&n.network).map_err(|e| invalid(at("network"), e.to_string()))?;
+    let settlement = settlement(&at, &n)?;
     if network.chain_id().is_none() {
         return Err(invalid(
             at("network"),
@@ -483,7 +602,114 @@ fn network_terms(i: usize, n: RawNetwork, quote_ttl: u64) -> Result<NetworkTerms
         eip712_version,
         pay_to,
         max_timeout_seconds,
+        settlement,
     })
+}
+
+fn settlement(at: &dyn Fn(&str) -> String, n: &RawNetwork) -> Result<Settlement, ConfigError> {
+    let rpc_url = n
+        .rpc_url
+        .clone()
+        .map(|u| check_http_url(&at("rpc_url"), &u).map(Secret::new))
+        .transpose()?;
+    let gas_key = match (&n.gas_key, &n.gas_key_file) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                at("gas_key"),
+                "set gas_key or gas_key_file, not both",
+            ));
+        }
+        (Some(k), None) => Some(k.trim().to_string()),
+        (None, Some(path)) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| {
+                    invalid(
+                        at("gas_key_file"),
+                        format!("cannot read {}: {e}", path.display()),
+                    )
+                })?
+                .trim()
+                .to_string(),
+        ),
+        (None, None) => None,
+    };
+    if let Some(k) = &gas_key {
+        let hex = k.strip_prefix("0x").unwrap_or(k);
+        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            // The value itself is never echoed: it is a private key.
+            return Err(invalid(at("gas_key"), "must be a 32-byte hex private key"));
+        }
+    }
+    let mode = match n.settlement.as_deref() {
+        Some(m) => m.to_string(),
+        None if n.facilitator_url.is_some() => "facilitator".into(),
+        None if gas_key.is_some() => "local".into(),
+        None => "none".into(),
+    };
+    match mode.as_str() {
+        "none" => Ok(Settlement::None),
+        "local" => {
+            let rpc_url =
+                rpc_url.ok_or_else(|| invalid(at("rpc_url"), "required for local settlement"))?;
+            let gas_key = gas_key.ok_or_else(|| {
+                invalid(
+                    at("gas_key"),
+                    "required for local settlement (or gas_key_file / TARIFF_GAS_KEY)",
+                )
+            })?;
+            let confirmations = n.confirmations.unwrap_or(1);
+            if !(1..=64).contains(&confirmations) {
+                return Err(invalid(at("confirmations"), "must be between 1 and 64"));
+            }
+            Ok(Settlement::Local {
+                rpc_url,
+                gas_key: Secret::new(gas_key),
+                confirmations,
+            })
+        }
+        "facilitator" => {
+            let url = n.facilitator_url.as_deref().ok_or_else(|| {
+                invalid(at("facilitator_url"), "required for facilitator settlement")
+            })?;
+            let url = check_http_url(&at("facilitator_url"), url)?;
+            let timeout_ms = n.facilitator_timeout_ms.unwrap_or(30_000);
+            if !(100..=300_000).contains(&timeout_ms) {
+                return Err(invalid(
+                    at("facilitator_timeout_ms"),
+                    "must be between 100 and 300000",
+                ));
+            }
+            let headers = n
+                .facilitator_headers
+                .iter()
+                .map(|(k, v)| {
+                    reqwest::header::HeaderName::from_bytes(k.as_bytes()).map_err(|_| {
+                        invalid(
+                            at("facilitator_headers"),
+                            format!("`{k}` is not a header name"),
+                        )
+                    })?;
+                    reqwest::header::HeaderValue::from_str(v).map_err(|_| {
+                        invalid(
+                            at("facilitator_headers"),
+                            format!("the value of `{k}` is not a valid header value"),
+                        )
+                    })?;
+                    Ok((k.clone(), Secret::new(v.clone())))
+                })
+                .collect::<Result<_, ConfigError>>()?;
+            Ok(Settlement::Facilitator {
+                url,
+                headers,
+                timeout_ms,
+                rpc_url,
+            })
+        }
+        other => Err(invalid(
+            at("settlement"),
+            format!("`{other}` is not one of local, facilitator, none"),
+        )),
+    }
 }
 
 /// A URL that may carry credentials: kept as a secret, checked only for its scheme (the driver

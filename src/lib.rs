@@ -9,6 +9,7 @@ pub mod db;
 pub mod http;
 pub mod ledger;
 pub mod money;
+pub mod payment;
 pub mod pricing;
 pub mod quote;
 pub mod server;

@@ -7,10 +7,15 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::accounts::Accounts;
-use crate::config::{Config, DEMO_PAY_TO};
+use std::collections::HashMap;
+
+use crate::config::{Config, DEMO_PAY_TO, Secret, Settlement};
 use crate::db::{Db, QuoteStats};
 use crate::http::{AppState, StateInner, Upstream, app};
 use crate::ledger::Ledger;
+use crate::payment::chain::{Chain, Relayer};
+use crate::payment::facilitator::Facilitator;
+use crate::payment::{Payments, Settler};
 use crate::pricing::expr::ExprEnv;
 use crate::pricing::{LoadOptions, RulesHandle};
 use crate::quote::{AnyQuoteStore, MemoryQuoteStore, QuoteEngine, RedisQuoteStore};
@@ -71,7 +76,7 @@ pub async fn build_state(config: Config, opts: BuildOptions) -> anyhow::Result<A
         Some(db)
     };
     let quote_stats = db.clone().map(QuoteStats::new);
-    let accounts = match db {
+    let accounts = match db.clone() {
         Some(db) => {
             let accounts = Accounts::new(
                 db.clone(),
@@ -85,6 +90,18 @@ pub async fn build_state(config: Config, opts: BuildOptions) -> anyhow::Result<A
             Some(accounts)
         }
         None => None,
+    };
+    let payments = match (&db, &accounts) {
+        (Some(db), Some(accounts)) => Some(Arc::new(
+            build_payments(
+                &config,
+                db.clone(),
+                accounts.ledger().clone(),
+                opts.clock.clone(),
+            )
+            .await?,
+        )),
+        _ => None,
     };
     let upstream = match &config.upstream {
         Some(base) => Upstream::proxy(base, Duration::from_millis(config.upstream_timeout_ms))?,
@@ -111,9 +128,105 @@ pub async fn build_state(config: Config, opts: BuildOptions) -> anyhow::Result<A
         http_client,
         quote_stats,
         accounts,
+        payments,
         signups: crate::http::rate_limit::TokenBucket::per_minute(signups_per_minute, opts_clock),
         metrics: Default::default(),
     }))
+}
+
+/// One settler per network that has settlement configured.
+async fn build_payments(
+    config: &Config,
+    db: Db,
+    ledger: Ledger,
+    clock: Clock,
+) -> anyhow::Result<Payments> {
+    let timeout = Duration::from_millis(config.payments.rpc_timeout_ms);
+    let receipt_timeout = Duration::from_secs(config.payments.receipt_timeout_seconds);
+    let mut settlers = HashMap::new();
+    for n in &config.networks {
+        let chain_id = n
+            .network
+            .chain_id()
+            .context("only EVM networks are configured")?;
+        let chain = |url: &Secret<String>| -> anyhow::Result<Chain> {
+            Chain::connect(url.expose(), chain_id, timeout)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", n.network))
+        };
+        let settler = match &n.settlement {
+            Settlement::None => continue,
+            Settlement::Local {
+                rpc_url,
+                gas_key,
+                confirmations,
+            } => {
+                let chain = chain(rpc_url)?;
+                check_chain_id(&chain, &n.network).await?;
+                let relayer = Relayer::new(
+                    chain.clone(),
+                    rpc_url.expose(),
+                    gas_key.expose(),
+                    *confirmations,
+                    timeout,
+                    receipt_timeout,
+                )
+                .map_err(|e| anyhow::anyhow!("{}: {e}", n.network))?;
+                tracing::info!(network = %n.network, relayer = %relayer.address(), "local settlement");
+                Settler::Local { chain, relayer }
+            }
+            Settlement::Facilitator {
+                url,
+                headers,
+                timeout_ms,
+                rpc_url,
+            } => {
+                let headers = headers
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.expose().clone()))
+                    .collect();
+                let facilitator =
+                    Facilitator::new(url, &headers, Duration::from_millis(*timeout_ms))
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", n.network))?;
+                let chain = match rpc_url {
+                    Some(u) => {
+                        let c = chain(u)?;
+                        check_chain_id(&c, &n.network).await?;
+                        Some(c)
+                    }
+                    None => {
+                        tracing::warn!(network = %n.network, "facilitator settlement without rpc_url: payments whose settle call gets no answer cannot be reconciled automatically");
+                        None
+                    }
+                };
+                tracing::info!(network = %n.network, facilitator = %url, "facilitator settlement");
+                Settler::Facilitator { facilitator, chain }
+            }
+        };
+        settlers.insert(n.network.clone(), settler);
+    }
+    Ok(Payments::new(
+        db,
+        ledger,
+        settlers,
+        clock,
+        config.payments.reconcile_after_seconds * 1000,
+    ))
+}
+
+/// An RPC for the wrong chain would verify against the wrong token state: refuse to start.
+/// An unreachable one only warns (payments answer 503 until it is back).
+async fn check_chain_id(chain: &Chain, network: &crate::x402::Network) -> anyhow::Result<()> {
+    match chain.remote_chain_id().await {
+        Ok(id) if id == chain.chain_id => Ok(()),
+        Ok(id) => anyhow::bail!(
+            "{network}: the RPC serves chain {id}, not {}",
+            chain.chain_id
+        ),
+        Err(e) => {
+            tracing::warn!(%network, error = %e, "the chain RPC is unreachable at start-up");
+            Ok(())
+        }
+    }
 }
 
 /// Runs until Ctrl-C / SIGTERM.
@@ -131,6 +244,19 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                 tick.tick().await;
                 if let Err(e) = a.ledger().sweep_expired_holds().await {
                     tracing::warn!(error = %e, "expired-hold sweep failed; will retry");
+                }
+            }
+        })
+    });
+    let _reconciler = state.payments.clone().map(|p| {
+        let every = Duration::from_secs(state.config.payments.reconcile_interval_seconds);
+        tokio::spawn(async move {
+            // The first tick fires at once: payments left open by a crash are resolved at start.
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                if let Err(e) = p.reconcile_once().await {
+                    tracing::warn!(error = %e, "payment reconciliation failed; will retry");
                 }
             }
         })

@@ -14,6 +14,7 @@ use serde_json::Value;
 use super::AppState;
 use super::credits;
 use super::error::ApiError;
+use super::paid;
 use super::payment_required;
 use super::request::{
     ParsedBody, canonical_path, check_content_length, declared_headers, parse_body, parse_query,
@@ -108,24 +109,21 @@ async fn gateway(state: &AppState, req: Request) -> Result<Response, ApiError> {
             clamp,
         } => {
             // The seller's pricer is asked once per quote, not once per repeat of the request:
-            // an open quote already fixes the price.
-            if let Some(open) = state
+            // an open quote already fixes the price (and `issue` below returns it).
+            let open = state
                 .quotes
                 .open_quote(&hash)
                 .await
-                .map_err(|e| store_unavailable(state, e))?
-            {
-                state.metrics.quotes_reused.inc();
-                return Ok(payment_required::render(
-                    &open,
-                    route,
-                    &resource_url(state, &parts),
-                    None,
-                ));
+                .map_err(|e| store_unavailable(state, e))?;
+            match open {
+                Some(open) => (rule, open.price),
+                None => {
+                    let req = PricerRequest::new(&route.id, &rule, &view, body_value);
+                    let (price, _source) =
+                        external_price(&state.http_client, &pricer, &clamp, &req).await;
+                    (rule, price)
+                }
             }
-            let req = PricerRequest::new(&route.id, &rule, &view, body_value);
-            let (price, _source) = external_price(&state.http_client, &pricer, &clamp, &req).await;
-            (rule, price)
         }
     };
     if price == UsdMicros::ZERO {
@@ -161,18 +159,21 @@ async fn gateway(state: &AppState, req: Request) -> Result<Response, ApiError> {
         state.metrics.quotes_reused.inc();
     }
     let url = resource_url(state, &parts);
+    let req = credits::QuotedRequest {
+        quote: &issued.quote,
+        route,
+        resource_url: &url,
+        parts: &parts,
+        path: &path,
+        query: &query_pairs,
+        parsed: &parsed,
+        view: &view,
+        body: body_value,
+    };
+    if let Some(payment) = paid::payment_header(&parts.headers)? {
+        return paid::serve_paid(state, payment, &issued.quote, issued.created, req, bytes).await;
+    }
     if let Some(key) = credits::tariff_key(&parts.headers) {
-        let req = credits::QuotedRequest {
-            quote: &issued.quote,
-            route,
-            resource_url: &url,
-            parts: &parts,
-            path: &path,
-            query: &query_pairs,
-            parsed: &parsed,
-            view: &view,
-            body: body_value,
-        };
         return credits::serve_with_credits(state, key, req, bytes).await;
     }
     Ok(payment_required::render(&issued.quote, route, &url, None))

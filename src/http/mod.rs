@@ -5,6 +5,7 @@ pub mod demo;
 pub mod error;
 pub mod gateway;
 pub mod ops;
+pub mod paid;
 pub mod payment_required;
 pub mod rate_limit;
 pub mod request;
@@ -39,6 +40,8 @@ pub struct StateInner {
     pub quote_stats: Option<QuoteStats>,
     /// Agent accounts and the credits ledger (absent when running without a database).
     pub accounts: Option<Accounts>,
+    /// On-chain payments (absent when running without a database).
+    pub payments: Option<Arc<crate::payment::Payments>>,
     /// Bounds `POST /accounts` (each account is a durable row).
     pub signups: rate_limit::TokenBucket,
     pub metrics: ops::Metrics,

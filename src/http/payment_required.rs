@@ -133,32 +133,59 @@ pub fn v2_json(quote: &Quote, route: &Route, resource_url: &str, error: &str) ->
     serde_json::to_vec(&body).expect("402 body serialises")
 }
 
+fn v1_requirement<'a>(
+    o: &'a Offer,
+    quote: &Quote,
+    route: &'a Route,
+    resource_url: &'a str,
+    description: &'a str,
+) -> V1Requirement<'a> {
+    V1Requirement {
+        scheme: "exact",
+        network: &o.network,
+        max_amount_required: &o.amount,
+        resource: resource_url,
+        description,
+        mime_type: &route.mime_type,
+        output_schema: route
+            .discovery_json
+            .get(&quote.method)
+            .map(|d| &*d.v1_output_schema),
+        pay_to: &o.pay_to,
+        max_timeout_seconds: o.max_timeout_seconds,
+        asset: &o.asset,
+        extra: offer_extra(o, quote),
+    }
+}
+
+/// The v1 requirement for one offer, as JSON: what a facilitator verifies a v1 payment against.
+pub fn v1_requirement_json(
+    offer: &Offer,
+    quote: &Quote,
+    route: &Route,
+    resource_url: &str,
+) -> Value {
+    let description = description(route);
+    serde_json::to_value(v1_requirement(
+        offer,
+        quote,
+        route,
+        resource_url,
+        &description,
+    ))
+    .expect("requirement serialises")
+}
+
 /// The v1 `PaymentRequirementsResponse` JSON for a quote.
 pub fn v1_json(quote: &Quote, route: &Route, resource_url: &str, error: &str) -> Vec<u8> {
     let description = description(route);
-    let output_schema = route
-        .discovery_json
-        .get(&quote.method)
-        .map(|d| &*d.v1_output_schema);
     // v1 clients know networks only by their legacy names and reject the whole answer on an
     // unknown one, so offers on networks without a v1 name are left out of the v1 body.
     let accepts = quote
         .offers
         .iter()
         .filter(|o| o.network.v1_name().is_some())
-        .map(|o| V1Requirement {
-            scheme: "exact",
-            network: &o.network,
-            max_amount_required: &o.amount,
-            resource: resource_url,
-            description: &description,
-            mime_type: &route.mime_type,
-            output_schema,
-            pay_to: &o.pay_to,
-            max_timeout_seconds: o.max_timeout_seconds,
-            asset: &o.asset,
-            extra: offer_extra(o, quote),
-        })
+        .map(|o| v1_requirement(o, quote, route, resource_url, &description))
         .collect();
     let body = V1Body {
         x402_version: x402::X402_VERSION_V1,

@@ -96,6 +96,9 @@ pub struct Route {
     /// `discovery` rendered per method, once (see `discovery.rs`).
     pub discovery_json: BTreeMap<String, RenderedDiscovery>,
     pub rules: Vec<Rule>,
+    /// When an on-chain payment for this route is settled: before calling the upstream (the
+    /// default) or after a successful answer, which is held back until the money moved.
+    pub settle: crate::config::SettleTiming,
 }
 
 #[derive(Debug)]
@@ -164,6 +167,8 @@ struct RawRoute {
     description: Option<String>,
     mime_type: Option<String>,
     discovery: Option<Discovery>,
+    #[serde(default)]
+    settle: crate::config::SettleTiming,
     #[serde(default, rename = "rule")]
     rules: Vec<RawRule>,
     #[serde(default, rename = "sample")]
@@ -446,6 +451,7 @@ fn compile_route(
             discovery_json,
             discovery: raw.discovery,
             rules,
+            settle: raw.settle,
         },
         Ok(_) => return Err(errors),
         Err(e) => {

@@ -120,7 +120,7 @@ impl QuoteEngine {
         }
         let now = self.clock.now();
         let candidate = Arc::new(Quote {
-            id: QuoteId::random(),
+            id: QuoteId::for_request(&req.hash),
             request_hash: req.hash,
             price: req.price,
             rule: req.rule,

@@ -47,8 +47,9 @@ impl<'de> Deserialize<'de> for RequestHash {
     }
 }
 
-/// A quote id: `q_` followed by 32 lowercase hex characters (128 random bits). Clients echo it,
-/// so parsing is strict.
+/// A quote id: `q_` followed by 32 lowercase hex characters: the first 16 are the start of the
+/// request hash it prices, the rest are random. Clients echo it, so parsing is strict; the hash
+/// prefix lets a payment for another request's quote be named as such without a lookup.
 #[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct QuoteId(String);
@@ -56,9 +57,19 @@ pub struct QuoteId(String);
 impl QuoteId {
     const PREFIX: &'static str = "q_";
 
-    pub fn random() -> QuoteId {
-        let bits: u128 = rand::random();
-        QuoteId(format!("{}{bits:032x}", Self::PREFIX))
+    /// A fresh id for a quote of the request `hash`.
+    pub fn for_request(hash: &RequestHash) -> QuoteId {
+        let bits: u64 = rand::random();
+        QuoteId(format!(
+            "{}{}{bits:016x}",
+            Self::PREFIX,
+            hex::encode(&hash.0[..8])
+        ))
+    }
+
+    /// Whether this id was issued for a quote of the request `hash`.
+    pub fn names_request(&self, hash: &RequestHash) -> bool {
+        self.0[Self::PREFIX.len()..Self::PREFIX.len() + 16] == hex::encode(&hash.0[..8])
     }
     pub fn as_str(&self) -> &str {
         &self.0
@@ -148,9 +159,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn quote_ids_parse_strictly() {
-        let id = QuoteId::random();
+    fn quote_ids_parse_strictly_and_name_their_request() {
+        let hash = RequestHash([0x5a; 32]);
+        let id = QuoteId::for_request(&hash);
         assert_eq!(QuoteId::try_from(id.to_string()).unwrap(), id);
+        assert!(id.names_request(&hash));
+        let mut other = hash;
+        other.0[7] ^= 1;
+        assert!(!id.names_request(&other));
+        assert_ne!(QuoteId::for_request(&hash), id, "the random half differs");
         for bad in [
             "",
             "q_",

@@ -44,7 +44,7 @@ pub async fn backends() -> Vec<Backend> {
 
 fn quote(route: &str, rule: &str, price: u64, at_ms: u64) -> Quote {
     Quote {
-        id: QuoteId::random(),
+        id: QuoteId::for_request(&RequestHash([1; 32])),
         request_hash: RequestHash([1; 32]),
         price: UsdMicros(price),
         rule: RuleRef {

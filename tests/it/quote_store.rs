@@ -12,7 +12,7 @@ use tariff::time::{Clock, UnixMillis};
 
 fn quote(hash: u8, now: UnixMillis, ttl_ms: u64, price: u64) -> Arc<Quote> {
     Arc::new(Quote {
-        id: QuoteId::random(),
+        id: QuoteId::for_request(&RequestHash([hash; 32])),
         request_hash: RequestHash([hash; 32]),
         price: UsdMicros(price),
         rule: RuleRef {

@@ -1,0 +1,356 @@
+//! EIP-3009 `transferWithAuthorization`: the EIP-712 message, and the checks that need no
+//! chain (signature, payee, amount, time window). Pure and cheap (~one ECDSA recovery), so it
+//! runs before anything costs a round trip.
+
+use alloy::primitives::{Address, B256, Signature, U256};
+use alloy::sol;
+use alloy::sol_types::{Eip712Domain, SolStruct};
+
+use super::PaymentError;
+use crate::quote::Offer;
+use crate::x402::exact_evm::ValidatedExactEvm;
+
+sol! {
+    /// Field names, types and order are the token's TYPEHASH; anything else signs another message.
+    #[derive(Debug, PartialEq, Eq)]
+    struct TransferWithAuthorization {
+        address from;
+        address to;
+        uint256 value;
+        uint256 validAfter;
+        uint256 validBefore;
+        bytes32 nonce;
+    }
+}
+
+/// Seconds an authorization must stay valid beyond now: the settlement transaction needs a block
+/// (the x402 reference facilitators use the same margin).
+pub const VALID_BEFORE_MARGIN_SECS: u64 = 6;
+
+/// What an offer asks for, decoded: the EIP-712 domain and the transfer it must authorize.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Terms {
+    pub chain_id: u64,
+    pub asset: Address,
+    pub pay_to: Address,
+    pub amount: U256,
+    pub eip712_name: String,
+    pub eip712_version: String,
+}
+
+impl Terms {
+    /// The terms of a stored offer. Offers come from validated configuration, so a failure here
+    /// is a server fault, not the payer's.
+    pub fn of_offer(offer: &Offer) -> Result<Terms, PaymentError> {
+        let bad = |what: &str| PaymentError::Internal(format!("offer has an invalid {what}"));
+        Ok(Terms {
+            chain_id: offer.network.chain_id().ok_or_else(|| bad("network"))?,
+            asset: offer.asset.parse().map_err(|_| bad("asset"))?,
+            pay_to: offer.pay_to.parse().map_err(|_| bad("payTo"))?,
+            amount: offer.amount.parse().map_err(|_| bad("amount"))?,
+            eip712_name: offer.eip712_name.clone(),
+            eip712_version: offer.eip712_version.clone(),
+        })
+    }
+
+    pub fn domain(&self) -> Eip712Domain {
+        Eip712Domain::new(
+            Some(self.eip712_name.clone().into()),
+            Some(self.eip712_version.clone().into()),
+            Some(U256::from(self.chain_id)),
+            Some(self.asset),
+            None,
+        )
+    }
+}
+
+/// A payer's authorization in chain types.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Authorization {
+    pub message: TransferWithAuthorization,
+    pub signature: Vec<u8>,
+}
+
+impl Authorization {
+    pub fn from_validated(v: &ValidatedExactEvm) -> Authorization {
+        Authorization {
+            message: TransferWithAuthorization {
+                from: Address::from(v.from),
+                to: Address::from(v.to),
+                value: U256::from(v.value),
+                validAfter: U256::from(v.valid_after),
+                validBefore: U256::from(v.valid_before),
+                nonce: B256::from(v.nonce),
+            },
+            signature: v.signature.clone(),
+        }
+    }
+
+    pub fn payer(&self) -> Address {
+        self.message.from
+    }
+
+    pub fn signing_hash(&self, terms: &Terms) -> B256 {
+        self.message.eip712_signing_hash(&terms.domain())
+    }
+
+    /// An EOA signature split for the `(v, r, s)` overload; `None` for a smart-wallet signature.
+    pub fn vrs(&self) -> Option<(u8, B256, B256)> {
+        let sig = self.eoa_signature()?;
+        Some((27 + u8::from(sig.v()), sig.r().into(), sig.s().into()))
+    }
+
+    fn eoa_signature(&self) -> Option<Signature> {
+        (self.signature.len() == 65)
+            .then(|| Signature::try_from(self.signature.as_slice()).ok())
+            .flatten()
+    }
+
+    pub fn valid_before(&self) -> u64 {
+        self.message.validBefore.saturating_to()
+    }
+}
+
+/// What the local checks proved about the signature.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SignatureCheck {
+    /// An EOA signature recovered to `from`.
+    Recovered,
+    /// A smart-wallet (ERC-1271) signature: only the token can judge it, so the `eth_call`
+    /// simulation is what verifies it.
+    ContractWallet,
+}
+
+/// The checks that need no chain, in the order of the x402 reference facilitator, so the first
+/// failure is the one a reference implementation would report.
+pub fn check(
+    auth: &Authorization,
+    terms: &Terms,
+    now_secs: u64,
+) -> Result<SignatureCheck, PaymentError> {
+    let m = &auth.message;
+    let sig_check = check_signature(auth, terms)?;
+    if m.to != terms.pay_to {
+        return Err(PaymentError::invalid(
+            "invalid_exact_evm_payload_recipient_mismatch",
+            format!(
+                "authorization pays {}, the quote pays {}",
+                m.to, terms.pay_to
+            ),
+        ));
+    }
+    if m.validBefore < U256::from(now_secs.saturating_add(VALID_BEFORE_MARGIN_SECS)) {
+        return Err(PaymentError::invalid(
+            "invalid_exact_evm_payload_authorization_valid_before",
+            format!(
+                "authorization expires at {}; it must be valid until at least {}",
+                m.validBefore,
+                now_secs + VALID_BEFORE_MARGIN_SECS
+            ),
+        ));
+    }
+    if m.validAfter > U256::from(now_secs) {
+        return Err(PaymentError::invalid(
+            "invalid_exact_evm_payload_authorization_valid_after",
+            format!("authorization is not valid before {}", m.validAfter),
+        ));
+    }
+    if m.value != terms.amount {
+        return Err(PaymentError::invalid(
+            "invalid_exact_evm_payload_authorization_value_mismatch",
+            format!(
+                "authorization is for {} base units, the quote is for exactly {}",
+                m.value, terms.amount
+            ),
+        ));
+    }
+    Ok(sig_check)
+}
+
+fn check_signature(auth: &Authorization, terms: &Terms) -> Result<SignatureCheck, PaymentError> {
+    let bad = |detail: &str| {
+        PaymentError::invalid(
+            "invalid_exact_evm_payload_signature",
+            format!("signature does not authorize this transfer: {detail}"),
+        )
+    };
+    if auth.signature.len() > 65 {
+        return Ok(SignatureCheck::ContractWallet);
+    }
+    let sig = auth
+        .eoa_signature()
+        .ok_or_else(|| bad("not a 65-byte signature"))?;
+    // USDC (and OpenZeppelin's ECDSA) refuse s in the upper half of the curve order: such a
+    // signature is the malleable twin of a valid one and would never settle.
+    if sig.normalize_s().is_some() {
+        return Err(bad("high-s signature"));
+    }
+    let v = *auth.signature.last().expect("65 bytes");
+    if !matches!(v, 0 | 1 | 27 | 28) {
+        return Err(bad("invalid recovery byte"));
+    }
+    let signer = sig
+        .recover_address_from_prehash(&auth.signing_hash(terms))
+        .map_err(|_| bad("no signer can be recovered"))?;
+    if signer == Address::ZERO {
+        return Err(bad("recovers to the zero address"));
+    }
+    if signer != auth.message.from {
+        return Err(bad(
+            "signed by another key, or for another token, chain or domain",
+        ));
+    }
+    Ok(SignatureCheck::Recovered)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloy::signers::SignerSync;
+    use alloy::signers::local::PrivateKeySigner;
+
+    fn terms() -> Terms {
+        Terms {
+            chain_id: 84532,
+            asset: "0x036CbD53842c5426634e7929541eC2318f3dCF7e"
+                .parse()
+                .unwrap(),
+            pay_to: "0x209693Bc6afc0C5328bA36FaF03C514EF312287C"
+                .parse()
+                .unwrap(),
+            amount: U256::from(20_000u64),
+            eip712_name: "USDC".into(),
+            eip712_version: "2".into(),
+        }
+    }
+
+    fn signed(
+        payer: &PrivateKeySigner,
+        terms: &Terms,
+        tweak: impl Fn(&mut Authorization),
+    ) -> Authorization {
+        let mut auth = Authorization {
+            message: TransferWithAuthorization {
+                from: payer.address(),
+                to: terms.pay_to,
+                value: terms.amount,
+                validAfter: U256::from(1_000u64),
+                validBefore: U256::from(2_000u64),
+                nonce: B256::repeat_byte(7),
+            },
+            signature: vec![],
+        };
+        let sig = payer.sign_hash_sync(&auth.signing_hash(terms)).unwrap();
+        auth.signature = sig.as_bytes().to_vec();
+        tweak(&mut auth);
+        auth
+    }
+
+    fn code(r: Result<SignatureCheck, PaymentError>) -> String {
+        match r {
+            Ok(_) => "ok".into(),
+            Err(e) => e.code().to_string(),
+        }
+    }
+
+    #[test]
+    fn a_correct_authorization_passes_and_each_field_is_checked() {
+        let payer = PrivateKeySigner::random();
+        let t = terms();
+        let now = 1_500;
+        assert_eq!(code(check(&signed(&payer, &t, |_| {}), &t, now)), "ok");
+        // A field changed after signing breaks the signature.
+        let changed = signed(&payer, &t, |a| a.message.value += U256::from(1u8));
+        assert_eq!(
+            code(check(&changed, &t, now)),
+            "invalid_exact_evm_payload_signature"
+        );
+        // Signed for the wrong payee/amount: the signature is fine, the terms are not.
+        let mut other = t.clone();
+        other.pay_to = Address::repeat_byte(9);
+        assert_eq!(
+            code(check(&signed(&payer, &other, |_| {}), &t, now)),
+            "invalid_exact_evm_payload_recipient_mismatch"
+        );
+        let mut cheaper = t.clone();
+        cheaper.amount = U256::from(19_999u64);
+        let a = signed(&payer, &cheaper, |_| {});
+        assert_eq!(code(check(&a, &cheaper, now)), "ok");
+        assert_eq!(
+            code(check(&a, &t, now)),
+            "invalid_exact_evm_payload_authorization_value_mismatch"
+        );
+        // Time window: validBefore needs the margin, validAfter must have passed.
+        let a = signed(&payer, &t, |_| {});
+        assert_eq!(code(check(&a, &t, 2_000 - VALID_BEFORE_MARGIN_SECS)), "ok");
+        assert_eq!(
+            code(check(&a, &t, 2_000 - VALID_BEFORE_MARGIN_SECS + 1)),
+            "invalid_exact_evm_payload_authorization_valid_before"
+        );
+        assert_eq!(code(check(&a, &t, 1_000)), "ok");
+        assert_eq!(
+            code(check(&a, &t, 999)),
+            "invalid_exact_evm_payload_authorization_valid_after"
+        );
+    }
+
+    #[test]
+    fn wrong_domain_high_s_and_garbage_signatures_are_refused() {
+        let payer = PrivateKeySigner::random();
+        let t = terms();
+        for wrong in [
+            Terms {
+                eip712_name: "USD Coin".into(),
+                ..t.clone()
+            },
+            Terms {
+                eip712_version: "1".into(),
+                ..t.clone()
+            },
+            Terms {
+                chain_id: 8453,
+                ..t.clone()
+            },
+            Terms {
+                asset: Address::repeat_byte(1),
+                ..t.clone()
+            },
+        ] {
+            let a = signed(&payer, &wrong, |_| {});
+            assert_eq!(
+                code(check(&a, &t, 1_500)),
+                "invalid_exact_evm_payload_signature"
+            );
+        }
+        // The malleable twin (n - s, flipped v) recovers the same signer but must be refused.
+        let a = signed(&payer, &t, |a| {
+            let sig = Signature::try_from(a.signature.as_slice()).unwrap();
+            let n = U256::from_str_radix(
+                "FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141",
+                16,
+            )
+            .unwrap();
+            let twin = Signature::new(sig.r(), n - sig.s(), !sig.v());
+            a.signature = twin.as_bytes().to_vec();
+        });
+        assert_eq!(
+            code(check(&a, &t, 1_500)),
+            "invalid_exact_evm_payload_signature"
+        );
+        let a = signed(&payer, &t, |a| a.signature = vec![0; 65]);
+        assert_eq!(
+            code(check(&a, &t, 1_500)),
+            "invalid_exact_evm_payload_signature"
+        );
+        let a = signed(&payer, &t, |a| a.signature[64] = 5);
+        assert_eq!(
+            code(check(&a, &t, 1_500)),
+            "invalid_exact_evm_payload_signature"
+        );
+        let a = signed(&payer, &t, |a| a.signature.push(0));
+        assert_eq!(
+            check(&a, &t, 1_500).unwrap(),
+            SignatureCheck::ContractWallet
+        );
+    }
+}
