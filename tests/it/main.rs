@@ -6,6 +6,7 @@ mod gateway;
 mod harness;
 mod ledger;
 mod payment_required;
+mod payments;
 mod proxy;
 mod quote_store;
 mod rules;
