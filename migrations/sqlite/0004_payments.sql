@@ -21,7 +21,7 @@ CREATE TABLE payments (
     mode           TEXT NOT NULL CHECK (mode IN ('local', 'facilitator')),
     -- The signed authorization (and the requirements it was verified against), as JSON: all
     -- the reconciler needs to find it on chain.
-    authorization  TEXT NOT NULL,
+    signed_auth    TEXT NOT NULL,
     valid_before   INTEGER NOT NULL,
     -- Chain head when claimed: where the reconciler starts searching logs.
     from_block     INTEGER,

@@ -122,9 +122,9 @@ struct RawRow {
     price_micros: i64,
     quote_id: String,
     request_hash: String,
-    x402_version: i64,
+    x402_version: i32,
     mode: String,
-    authorization: String,
+    signed_auth: String,
     valid_before: i64,
     from_block: Option<i64>,
     status: String,
@@ -135,11 +135,11 @@ struct RawRow {
 }
 
 const COLUMNS: &str = "id, network, asset, payer, nonce, pay_to, amount, price_micros, quote_id, \
-     request_hash, x402_version, mode, authorization, valid_before, from_block, status, tx_hash, \
+     request_hash, x402_version, mode, signed_auth, valid_before, from_block, status, tx_hash, \
      error, created_at_ms, updated_at_ms";
 
 fn row(r: RawRow) -> Result<PaymentRow, DbError> {
-    let authorization = serde_json::from_str(&r.authorization)
+    let authorization = serde_json::from_str(&r.signed_auth)
         .map_err(|e| DbError::Query(format!("payment {}: stored authorization: {e}", r.id)))?;
     let u = |v: i64| v.max(0) as u64;
     Ok(PaymentRow {
@@ -154,7 +154,7 @@ fn row(r: RawRow) -> Result<PaymentRow, DbError> {
         price_micros: u(r.price_micros),
         quote_id: r.quote_id,
         request_hash: r.request_hash,
-        x402_version: u(r.x402_version) as u32,
+        x402_version: r.x402_version.max(0) as u32,
         mode: r.mode,
         authorization,
         valid_before: u(r.valid_before),
@@ -196,7 +196,7 @@ impl PaymentStore {
     /// whatever the concurrency and however many instances share the database.
     pub async fn claim(&self, p: &NewPayment, now: UnixMillis) -> Result<Claim, DbError> {
         const INSERT: &str = "INSERT INTO payments (id, network, asset, payer, nonce, pay_to, \
-             amount, price_micros, quote_id, request_hash, x402_version, mode, authorization, \
+             amount, price_micros, quote_id, request_hash, x402_version, mode, signed_auth, \
              valid_before, from_block, status, created_at_ms, updated_at_ms) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 'claimed', $16, $16) \
              ON CONFLICT DO NOTHING";

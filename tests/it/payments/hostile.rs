@@ -636,3 +636,39 @@ async fn an_expired_quote_gets_a_fresh_402() {
     assert_ne!(r.quote_id(), first.quote_id(), "a fresh quote is offered");
     assert!(ledger_of(&app, payer.address()).await.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_sharing_redis_and_postgres_serve_one_payment_once() {
+    let chain = Chain::start().await;
+    let mut vars = super::local_vars(&chain);
+    vars.push(("TARIFF_REDIS_URL", crate::support::redis_url()));
+    vars.push(("TARIFF_DATABASE_URL", crate::db::fresh_postgres().await));
+    let a = TestApp::start(&crate::harness::repo_rules(), &vars).await;
+    let b = TestApp::start(&crate::harness::repo_rules(), &vars).await;
+    let payer = chain.payer(1_000_000).await;
+    let uri = "/search?q=two+instances";
+    let (_, accepted) = quote(&a, uri).await;
+    // Instance B hands out the same quote (shared Redis), so the payment matches on both.
+    let (_, accepted_b) = quote(&b, uri).await;
+    assert_eq!(accepted, accepted_b);
+    let header = b64(&Draft::honest(&payer, &accepted).v2(&payer));
+    let seller_before = chain.balance(PAY_TO).await;
+    let (ra, rb) = tokio::join!(
+        futures_join(&a, uri, &header, 4),
+        futures_join(&b, uri, &header, 4)
+    );
+    let served = ra
+        .iter()
+        .chain(rb.iter())
+        .filter(|r| r.status == 200)
+        .count();
+    assert_eq!(served, 1, "one payment, one answer, across instances");
+    assert_eq!(chain.balance(PAY_TO).await - seller_before, SIMPLE_PRICE);
+    assert_eq!(
+        ledger_of(&a, payer.address()).await,
+        vec![
+            (TransferKind::RequestDebit, 20_000),
+            (TransferKind::PaymentCredit, 20_000)
+        ]
+    );
+}

@@ -5,6 +5,8 @@
 mod crash;
 mod hostile;
 mod interop;
+mod store;
+mod timing;
 
 use std::process::Command;
 

@@ -1,0 +1,179 @@
+//! When settlement happens relative to the upstream, and failing closed: a settle-after route
+//! holds the answer until the money moved and charges nothing when the upstream fails; a
+//! settle-before route refunds the price as credits when the upstream fails; an unreachable
+//! chain or facilitator is a 503 that moves nothing.
+
+use axum::Router;
+use axum::extract::Query;
+use axum::http::StatusCode;
+use axum::routing::get;
+use serde_json::json;
+use std::collections::HashMap;
+use tariff::ledger::TransferKind;
+use tariff::payment::record::Status;
+
+use super::{
+    Chain, Draft, FINGERPRINT_KEY, PAY_TO, SIMPLE_PRICE, b64, get_with, ledger_of, local_vars,
+    payment_response, quote,
+};
+use crate::harness::{TempDir, TestApp, serve};
+use crate::support::free_port;
+
+const RULES: &str = r#"
+[[route]]
+id = "after"
+methods = ["GET"]
+path = "/after"
+settle = "after"
+[[route.rule]]
+id = "flat"
+price = "$0.02"
+
+[[route]]
+id = "before"
+methods = ["GET"]
+path = "/before"
+[[route.rule]]
+id = "flat"
+price = "$0.02"
+"#;
+
+/// A stand-in upstream: 500 when `q` says so, else 200.
+async fn upstream() -> String {
+    let answer = |Query(q): Query<HashMap<String, String>>| async move {
+        if q.get("q").is_some_and(|q| q.contains("fail")) {
+            (StatusCode::INTERNAL_SERVER_ERROR, "upstream broke")
+        } else {
+            (StatusCode::OK, "fresh data")
+        }
+    };
+    let router = Router::new()
+        .route("/after", get(answer))
+        .route("/before", get(answer));
+    serve(router).await.0
+}
+
+async fn pay(
+    app: &TestApp,
+    payer: &alloy::signers::local::PrivateKeySigner,
+    uri: &str,
+) -> crate::harness::Reply {
+    let (_, accepted) = quote(app, uri).await;
+    let header = b64(&Draft::honest(payer, &accepted).v2(payer));
+    get_with(app, uri, &[("payment-signature", header)]).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settle_after_holds_the_answer_and_settle_before_refunds_a_failed_upstream() {
+    let chain = Chain::start().await;
+    let rules = TempDir::new("timing-rules");
+    rules.write("routes.toml", RULES);
+    let mut vars = local_vars(&chain);
+    vars.push(("TARIFF_UPSTREAM", upstream().await));
+    let app = TestApp::start(rules.path(), &vars).await;
+    let payments = app.state.payments.clone().unwrap();
+
+    // Settle-after, upstream fine: served once the money moved.
+    let payer = chain.payer(1_000_000).await;
+    let seller = chain.balance(PAY_TO).await;
+    let r = pay(&app, &payer, "/after?q=ok").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, b"fresh data");
+    assert_eq!(
+        payment_response(&r, "payment-response")["success"],
+        json!(true)
+    );
+    assert_eq!(chain.balance(PAY_TO).await - seller, SIMPLE_PRICE);
+    assert_eq!(
+        ledger_of(&app, payer.address()).await,
+        vec![
+            (TransferKind::RequestDebit, 20_000),
+            (TransferKind::PaymentCredit, 20_000)
+        ]
+    );
+
+    // Settle-after, upstream fails: its error passes through, nothing is settled or owed.
+    let payer = chain.payer(1_000_000).await;
+    let seller = chain.balance(PAY_TO).await;
+    let r = pay(&app, &payer, "/after?q=fail").await;
+    assert_eq!(r.status, 500);
+    assert!(r.header("payment-response").is_none());
+    assert_eq!(chain.balance(PAY_TO).await, seller, "no money moved");
+    assert!(ledger_of(&app, payer.address()).await.is_empty());
+    let rows = payments.store().recent(10).await.unwrap();
+    let row = rows
+        .iter()
+        .find(|p| p.payer == format!("{:#x}", payer.address()))
+        .unwrap();
+    assert_eq!(
+        (row.status, row.error.as_deref()),
+        (Status::Failed, Some("upstream_failed"))
+    );
+
+    // Settle-before, upstream fails: the money moved, so the price comes back as credits.
+    let payer = chain.payer(1_000_000).await;
+    let seller = chain.balance(PAY_TO).await;
+    let r = pay(&app, &payer, "/before?q=fail").await;
+    assert_eq!(r.status, 500);
+    assert_eq!(r.header("tariff-refund").as_deref(), Some("credits"));
+    assert_eq!(chain.balance(PAY_TO).await - seller, SIMPLE_PRICE);
+    assert_eq!(
+        ledger_of(&app, payer.address()).await,
+        vec![
+            (TransferKind::Refund, 20_000),
+            (TransferKind::RequestDebit, 20_000),
+            (TransferKind::PaymentCredit, 20_000)
+        ]
+    );
+    let ledger = app.state.accounts.as_ref().unwrap().ledger();
+    let account = tariff::ledger::AccountId::new(tariff::payment::payer_account(&format!(
+        "{:#x}",
+        payer.address()
+    )))
+    .unwrap();
+    assert_eq!(ledger.balance(&account).await.unwrap().available(), 20_000);
+    assert!(ledger.check().await.unwrap().is_clean());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_chain_facilitator_or_missing_settlement_fails_closed() {
+    let chain = Chain::start().await;
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let base = |extra: Vec<(&'static str, String)>| {
+        let mut v = vec![
+            ("TARIFF_NETWORK", "eip155:84532".to_string()),
+            ("TARIFF_PAY_TO", PAY_TO.to_string()),
+            ("TARIFF_FINGERPRINT_KEY", FINGERPRINT_KEY.to_string()),
+        ];
+        v.extend(extra);
+        v
+    };
+    let setups = [
+        (
+            base(vec![
+                ("TARIFF_RPC_URL", dead.clone()),
+                ("TARIFF_GAS_KEY", super::GAS_KEY.to_string()),
+            ]),
+            "chain_unavailable",
+        ),
+        (
+            base(vec![
+                ("TARIFF_SETTLEMENT", "facilitator".to_string()),
+                ("TARIFF_FACILITATOR_URL", dead.clone()),
+            ]),
+            "facilitator_unavailable",
+        ),
+        (base(vec![]), "settlement_unconfigured"),
+    ];
+    let payer = chain.payer(1_000_000).await;
+    for (vars, reason) in setups {
+        let app = TestApp::start(&crate::harness::repo_rules(), &vars).await;
+        let r = pay(&app, &payer, "/search?q=closed").await;
+        assert_eq!((r.status, r.error_code()), (503, reason.to_string()));
+        assert!(ledger_of(&app, payer.address()).await.is_empty());
+    }
+    assert_eq!(
+        chain.balance(&format!("{:#x}", payer.address())).await,
+        1_000_000
+    );
+}
