@@ -31,6 +31,12 @@ pub struct Metrics {
     pub free_served: Counter,
     pub pricing_errors: Counter,
     pub store_errors: Counter,
+    /// Paid requests served after their payment settled and was credited.
+    pub payments_settled: Counter,
+    /// Payments refused before settlement (402 with a reason).
+    pub payments_refused: Counter,
+    /// Settlements that failed, or whose outcome was unknown (left to the reconciler).
+    pub settlement_failures: Counter,
 }
 
 /// Liveness: cheap, touches nothing. Also the benchmark's baseline route.
@@ -86,6 +92,21 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
             "tariff_quote_store_errors_total",
             "Quote store failures",
             m.store_errors.get(),
+        ),
+        (
+            "tariff_payments_settled_total",
+            "Payments settled and credited",
+            m.payments_settled.get(),
+        ),
+        (
+            "tariff_payments_refused_total",
+            "Payments refused before settlement",
+            m.payments_refused.get(),
+        ),
+        (
+            "tariff_settlement_failures_total",
+            "Settlements that failed or whose outcome is unknown",
+            m.settlement_failures.get(),
         ),
         (
             "tariff_rules_generation",

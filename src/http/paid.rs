@@ -270,9 +270,13 @@ pub async fn serve_paid(
     bytes: Bytes,
 ) -> Result<Response, ApiError> {
     let decoded = decode(header, state.config.payments.max_header_bytes)?;
+    let refuse = |e: &PaymentError| {
+        state.metrics.payments_refused.inc();
+        Ok(refused(&req, quote, e, None))
+    };
     let attempt = match match_quote(decoded, quote, fresh, &req)? {
         Ok(a) => a,
-        Err(e) => return Ok(refused(&req, quote, &e, None)),
+        Err(e) => return refuse(&e),
     };
     let payments = state.payments.clone().ok_or_else(|| {
         ApiError::unavailable(
@@ -282,12 +286,12 @@ pub async fn serve_paid(
     })?;
     let from_block = match payments.verify(&attempt).await {
         Ok(b) => b,
-        Err(e @ PaymentError::Invalid { .. }) => return Ok(refused(&req, quote, &e, None)),
+        Err(e @ PaymentError::Invalid { .. }) => return refuse(&e),
         Err(e) => return Err(unavailable(&e)),
     };
     let id = match payments.claim(&attempt, from_block).await {
         Ok(id) => id,
-        Err(e @ PaymentError::Invalid { .. }) => return Ok(refused(&req, quote, &e, None)),
+        Err(e @ PaymentError::Invalid { .. }) => return refuse(&e),
         Err(e) => return Err(unavailable(&e)),
     };
     crash_point("after_claim");
@@ -301,8 +305,12 @@ pub async fn serve_paid(
             let (attempt, settled) = settle_and_credit(payments.clone(), attempt, id).await;
             let settled = match settled {
                 Ok(s) => s,
-                Err(e) => return settle_failed(&req, quote, &attempt, e),
+                Err(e) => {
+                    state.metrics.settlement_failures.inc();
+                    return settle_failed(&req, quote, &attempt, e);
+                }
             };
+            state.metrics.payments_settled.inc();
             let answer = state
                 .upstream
                 .forward(req.parts, req.path, req.query, bytes, json)
@@ -355,8 +363,12 @@ pub async fn serve_paid(
             let settled = match settled {
                 Ok(s) => s,
                 // The answer is withheld: it was not paid for.
-                Err(e) => return settle_failed(&req, quote, &attempt, e),
+                Err(e) => {
+                    state.metrics.settlement_failures.inc();
+                    return settle_failed(&req, quote, &attempt, e);
+                }
             };
+            state.metrics.payments_settled.inc();
             let mut resp = Response::from_parts(parts, Body::from(body));
             insert_success(resp.headers_mut(), version, &network, &settled);
             Ok(resp)
@@ -428,5 +440,103 @@ async fn buffer(r: Response) -> Result<(axum::http::response::Parts, Bytes), Res
             "the upstream answer could not be read",
         )
         .into_response()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine;
+    use proptest::prelude::*;
+
+    fn b64(v: &Value) -> String {
+        base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(v).unwrap())
+    }
+
+    fn valid_v2() -> Value {
+        serde_json::json!({
+            "x402Version": 2,
+            "accepted": {
+                "scheme": "exact", "network": "eip155:84532", "amount": "20000",
+                "asset": "0x036CbD53842c5426634e7929541eC2318f3dCF7e",
+                "payTo": "0x209693Bc6afc0C5328bA36FaF03C514EF312287C",
+                "maxTimeoutSeconds": 300,
+                "extra": { "name": "USDC", "version": "2", "quoteId": format!("q_{}", "0".repeat(32)) }
+            },
+            "payload": {
+                "signature": format!("0x{}1b", "ab".repeat(64)),
+                "authorization": {
+                    "from": "0x857b06519E91e3A54538791bDbb0E22373e36b66",
+                    "to": "0x209693Bc6afc0C5328bA36FaF03C514EF312287C",
+                    "value": "20000", "validAfter": "0", "validBefore": "1740672154",
+                    "nonce": format!("0x{}", "f3".repeat(32))
+                }
+            }
+        })
+    }
+
+    /// Every JSON value reachable by replacing one node of `v` with `with`.
+    fn mutate(v: &Value, pick: usize, with: &Value) -> Value {
+        fn walk(v: &mut Value, n: &mut usize, with: &Value) -> bool {
+            if *n == 0 {
+                *v = with.clone();
+                return true;
+            }
+            *n -= 1;
+            match v {
+                Value::Object(m) => m.values_mut().any(|c| walk(c, n, with)),
+                Value::Array(a) => a.iter_mut().any(|c| walk(c, n, with)),
+                _ => false,
+            }
+        }
+        let mut out = v.clone();
+        let mut n = pick;
+        walk(&mut out, &mut n, with);
+        out
+    }
+
+    #[test]
+    fn a_valid_payload_decodes() {
+        let d = decode(&b64(&valid_v2()), 16 * 1024).unwrap();
+        assert!(matches!(d.payload, x402::AnyPaymentPayload::V2(_)));
+    }
+
+    proptest! {
+        /// Arbitrary header values never panic and never decode to a payment by accident.
+        #[test]
+        fn arbitrary_headers_are_refused_cleanly(s in "\\PC{0,300}") {
+            if let Err(e) = decode(&s, 16 * 1024) {
+                prop_assert_eq!(e.status, StatusCode::BAD_REQUEST);
+            }
+        }
+
+        /// Any one field of a valid payload replaced by another JSON value: decoding and the
+        /// scheme check either succeed or fail with a 400 and a reason, never a panic.
+        #[test]
+        fn mutated_payloads_fail_with_a_reason(
+            pick in 0usize..40,
+            with in prop_oneof![
+                Just(Value::Null), Just(serde_json::json!(-1)), Just(serde_json::json!(1e300)),
+                Just(serde_json::json!("")), Just(serde_json::json!("0x")), Just(serde_json::json!([])),
+                Just(serde_json::json!({})), Just(serde_json::json!(u64::MAX)),
+                "\\PC{0,80}".prop_map(Value::String),
+            ],
+        ) {
+            let v = mutate(&valid_v2(), pick, &with);
+            match decode(&b64(&v), 16 * 1024) {
+                Ok(d) => {
+                    if let x402::AnyPaymentPayload::V2(p) = &d.payload {
+                        let checked = ExactEvmPayload::from_value(&p.payload).and_then(|p| p.validate());
+                        if let Err(e) = checked {
+                            prop_assert!(e.code().starts_with("invalid_exact_evm_payload"));
+                        }
+                    }
+                }
+                Err(e) => {
+                    prop_assert_eq!(e.status, StatusCode::BAD_REQUEST);
+                    prop_assert!(!e.code.is_empty());
+                }
+            }
+        }
     }
 }
