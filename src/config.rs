@@ -767,6 +767,63 @@ mod tests {
     }
 
     #[test]
+    fn settlement_is_inferred_validated_and_its_secrets_never_echoed() {
+        let key = "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a";
+        assert_eq!(
+            load_env(&[]).unwrap().networks[0].settlement,
+            Settlement::None
+        );
+        let local = load_env(&[
+            ("TARIFF_RPC_URL", "http://127.0.0.1:8545"),
+            ("TARIFF_GAS_KEY", key),
+        ])
+        .unwrap();
+        match &local.networks[0].settlement {
+            Settlement::Local {
+                confirmations,
+                gas_key,
+                ..
+            } => {
+                assert_eq!(*confirmations, 1);
+                assert_eq!(gas_key.expose(), key);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            !format!("{local:?}").contains(&key[2..]),
+            "the gas key never prints"
+        );
+        let fac = load_env(&[("TARIFF_FACILITATOR_URL", "https://x402.org/facilitator")]).unwrap();
+        assert!(matches!(
+            fac.networks[0].settlement,
+            Settlement::Facilitator { rpc_url: None, .. }
+        ));
+
+        let e = err(&[("TARIFF_GAS_KEY", key)]);
+        assert!(
+            e.contains("networks[0].rpc_url") && e.contains("local"),
+            "{e}"
+        );
+        let e = err(&[
+            ("TARIFF_RPC_URL", "http://127.0.0.1:8545"),
+            ("TARIFF_GAS_KEY", "0xnot-a-key-but-a-secret"),
+        ]);
+        assert!(
+            e.contains("networks[0].gas_key") && !e.contains("not-a-key"),
+            "{e}"
+        );
+        let e = err(&[("TARIFF_SETTLEMENT", "facilitator")]);
+        assert!(e.contains("networks[0].facilitator_url"), "{e}");
+        let e = err(&[("TARIFF_SETTLEMENT", "magic")]);
+        assert!(
+            e.contains("networks[0].settlement") && e.contains("magic"),
+            "{e}"
+        );
+        let e = err(&[("TARIFF_RPC_URL", "ftp://node")]);
+        assert!(e.contains("networks[0].rpc_url"), "{e}");
+    }
+
+    #[test]
     fn defaults_serve_base_sepolia_usdc_in_memory() {
         let c = load_env(&[]).unwrap();
         assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);

@@ -431,10 +431,10 @@ impl Payments {
                         success: true,
                     }) => Ok(format!("{:#x}", landed.tx)),
                     Ok(Submitted::Mined { success: false, .. }) => {
-                        self.refused(chain, a, "the settlement transaction reverted".into())
+                        self.refused(chain, a, "the settlement transaction reverted".into(), None)
                             .await
                     }
-                    Ok(Submitted::Refused(reason)) => self.refused(chain, a, reason).await,
+                    Ok(Submitted::Refused(reason)) => self.refused(chain, a, reason, None).await,
                     Err(PaymentError::Unavailable { reason, detail }) => {
                         // Nothing was broadcast (the relayer failed before sending).
                         self.store.failed(id, reason, self.clock.now()).await?;
@@ -453,16 +453,14 @@ impl Payments {
                         let reason = s
                             .error_reason
                             .unwrap_or_else(|| "unexpected_settle_error".into());
+                        let detail = s.error_message.unwrap_or_else(|| {
+                            format!("the facilitator could not settle: {reason}")
+                        });
                         match chain {
                             // The facilitator may have lost a race to someone who submitted the
                             // same authorization: if the money reached payTo, it counts.
-                            Some(chain) => self.refused(chain, a, reason).await,
-                            None => Err(PaymentError::SettlementFailed {
-                                detail: s.error_message.unwrap_or_else(|| {
-                                    format!("the facilitator could not settle: {reason}")
-                                }),
-                                reason,
-                            }),
+                            Some(chain) => self.refused(chain, a, detail, Some(reason)).await,
+                            None => Err(PaymentError::SettlementFailed { reason, detail }),
                         }
                     }
                     Err(PaymentError::Unavailable { reason, detail }) => {
@@ -496,6 +494,7 @@ impl Payments {
         chain: &Chain,
         a: &Attempt,
         detail: String,
+        reason: Option<String>,
     ) -> Result<String, PaymentError> {
         let token = a.terms.asset;
         if chain.authorization_used(token, &a.auth).await? {
@@ -510,16 +509,14 @@ impl Payments {
                 detail: format!("the authorization was used or cancelled elsewhere: {detail}"),
             });
         }
-        let balance = chain.balance_of(token, a.auth.payer()).await?;
-        let reason = if balance < a.auth.message.value {
-            "insufficient_funds"
-        } else {
-            "invalid_exact_evm_transaction_failed"
+        let reason = match reason {
+            Some(r) => r,
+            None if chain.balance_of(token, a.auth.payer()).await? < a.auth.message.value => {
+                "insufficient_funds".into()
+            }
+            None => "invalid_exact_evm_transaction_failed".into(),
         };
-        Err(PaymentError::SettlementFailed {
-            reason: reason.into(),
-            detail,
-        })
+        Err(PaymentError::SettlementFailed { reason, detail })
     }
 
     /// Gives up a claim whose settlement was never attempted (a settle-after request whose

@@ -177,3 +177,122 @@ async fn an_unreachable_chain_facilitator_or_missing_settlement_fails_closed() {
         1_000_000
     );
 }
+
+alloy::sol! {
+    function transferWithAuthorization(address from, address to, uint256 value, uint256 validAfter,
+        uint256 validBefore, bytes32 nonce, uint8 v, bytes32 r, bytes32 s);
+}
+
+/// Submits a signed v2 payment's authorization straight to the token, as a front-runner
+/// watching the mempool (or the payer itself) could; returns the transaction hash.
+async fn submit_directly(rpc: &str, payment: &serde_json::Value) -> String {
+    use alloy::primitives::{Address, B256, U256};
+    use alloy::sol_types::SolCall;
+    let a = &payment["payload"]["authorization"];
+    let sig = hex::decode(&payment["payload"]["signature"].as_str().unwrap()[2..]).unwrap();
+    let u = |k: &str| a[k].as_str().unwrap().parse::<U256>().unwrap();
+    let data = transferWithAuthorizationCall {
+        from: a["from"].as_str().unwrap().parse::<Address>().unwrap(),
+        to: a["to"].as_str().unwrap().parse::<Address>().unwrap(),
+        value: u("value"),
+        validAfter: u("validAfter"),
+        validBefore: u("validBefore"),
+        nonce: a["nonce"].as_str().unwrap().parse::<B256>().unwrap(),
+        v: sig[64],
+        r: B256::from_slice(&sig[..32]),
+        s: B256::from_slice(&sig[32..64]),
+    }
+    .abi_encode();
+    let http = reqwest::Client::new();
+    let rpc_call = |method: &str, params: serde_json::Value| {
+        let body = json!({ "jsonrpc": "2.0", "id": 1, "method": method, "params": params });
+        http.post(rpc).json(&body).send()
+    };
+    let accounts: serde_json::Value = rpc_call("eth_accounts", json!([]))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let from = accounts["result"][5].clone();
+    let sent: serde_json::Value = rpc_call(
+        "eth_sendTransaction",
+        json!([{ "from": from, "to": super::USDC, "data": format!("0x{}", hex::encode(data)) }]),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    sent["result"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{sent}"))
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_front_run_settlement_still_counts_when_the_money_reached_pay_to() {
+    use std::sync::{Arc, Mutex};
+    let chain = Chain::start().await;
+    // A settle-after route whose upstream front-runs: while Tariff waits for the answer (after
+    // verifying and claiming), the same authorization lands on chain from someone else.
+    let stash: Arc<Mutex<Option<serde_json::Value>>> = Arc::default();
+    let front_run_tx: Arc<Mutex<Option<String>>> = Arc::default();
+    let (rpc, stash2, tx2) = (chain.rpc(), stash.clone(), front_run_tx.clone());
+    let router = Router::new().route(
+        "/after",
+        get(move || {
+            let (rpc, stash, tx) = (rpc.clone(), stash2.clone(), tx2.clone());
+            async move {
+                let payment = stash.lock().unwrap().take();
+                if let Some(p) = payment {
+                    let hash = submit_directly(&rpc, &p).await;
+                    *tx.lock().unwrap() = Some(hash);
+                }
+                (StatusCode::OK, "fresh data")
+            }
+        }),
+    );
+    let rules = TempDir::new("frontrun-rules");
+    rules.write("routes.toml", RULES);
+    let mut vars = local_vars(&chain);
+    vars.push(("TARIFF_UPSTREAM", serve(router).await.0));
+    let app = TestApp::start(rules.path(), &vars).await;
+
+    let payer = chain.payer(1_000_000).await;
+    let seller = chain.balance(PAY_TO).await;
+    let (_, accepted) = quote(&app, "/after?q=race").await;
+    let payment = Draft::honest(&payer, &accepted).v2(&payer);
+    *stash.lock().unwrap() = Some(payment.clone());
+    let r = get_with(
+        &app,
+        "/after?q=race",
+        &[("payment-signature", b64(&payment))],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let receipt = payment_response(&r, "payment-response");
+    let theirs = front_run_tx
+        .lock()
+        .unwrap()
+        .clone()
+        .expect("the upstream front-ran");
+    assert_eq!(receipt["success"], json!(true));
+    assert_eq!(
+        receipt["transaction"],
+        json!(theirs),
+        "the front-runner's transaction is the settlement"
+    );
+    assert_eq!(
+        chain.balance(PAY_TO).await - seller,
+        SIMPLE_PRICE,
+        "paid once"
+    );
+    assert_eq!(
+        ledger_of(&app, payer.address()).await,
+        vec![
+            (TransferKind::RequestDebit, 20_000),
+            (TransferKind::PaymentCredit, 20_000)
+        ]
+    );
+}
