@@ -48,6 +48,23 @@ pub enum Command {
         #[command(subcommand)]
         command: LedgerCommand,
     },
+    /// Inspect on-chain payments and resolve open ones against the chain.
+    Payments {
+        #[command(subcommand)]
+        command: PaymentsCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PaymentsCommand {
+    /// The most recent payments, newest first, one JSON object per line, then counts by status.
+    List {
+        #[arg(long, default_value_t = 20)]
+        limit: i64,
+    },
+    /// One reconciliation pass now (what the server does periodically); prints its report.
+    /// Exit 1 if a payment could not be resolved for an error (it is retried next pass).
+    Reconcile,
 }
 
 #[derive(Subcommand, Debug)]
@@ -129,16 +146,44 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             quote_preview(&config, &args)
         }
         Command::Ledger { command } => ledger_command(config?, command).await,
+        Command::Payments { command } => payments_command(config?, command).await,
+    }
+}
+
+async fn open_db(config: &Config) -> anyhow::Result<crate::db::Db> {
+    Ok(match &config.database_url {
+        Some(url) => crate::db::Db::connect(url.expose()).await?,
+        None => crate::db::Db::embedded(std::path::Path::new(".tariff")).await?,
+    })
+}
+
+async fn payments_command(config: Config, command: PaymentsCommand) -> anyhow::Result<i32> {
+    let db = open_db(&config).await?;
+    let ledger = crate::ledger::Ledger::new(db.clone(), crate::time::Clock::System);
+    let payments =
+        crate::server::build_payments(&config, db, ledger, crate::time::Clock::System).await?;
+    match command {
+        PaymentsCommand::List { limit } => {
+            for p in payments.store().recent(limit.clamp(1, 1000)).await? {
+                println!("{}", serde_json::to_string(&p)?);
+            }
+            for (status, n) in payments.store().counts().await? {
+                eprintln!("{status}: {n}");
+            }
+            Ok(0)
+        }
+        PaymentsCommand::Reconcile => {
+            let report = payments.reconcile_once().await?;
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(i32::from(report.errors > 0))
+        }
     }
 }
 
 async fn ledger_command(config: Config, command: LedgerCommand) -> anyhow::Result<i32> {
     use crate::accounts::Accounts;
     use crate::ledger::{AccountId, Ledger};
-    let db = match &config.database_url {
-        Some(url) => crate::db::Db::connect(url.expose()).await?,
-        None => crate::db::Db::embedded(std::path::Path::new(".tariff")).await?,
-    };
+    let db = open_db(&config).await?;
     let clock = crate::time::Clock::System;
     let accounts = Accounts::new(db.clone(), Ledger::new(db, clock.clone()), clock);
     accounts.ensure_system_accounts().await?;

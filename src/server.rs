@@ -135,7 +135,7 @@ pub async fn build_state(config: Config, opts: BuildOptions) -> anyhow::Result<A
 }
 
 /// One settler per network that has settlement configured.
-async fn build_payments(
+pub async fn build_payments(
     config: &Config,
     db: Db,
     ledger: Ledger,

@@ -213,12 +213,35 @@ async fn a_crash_before_broadcast_credits_nothing_and_expires() {
     // Still valid and unused: the reconciler leaves it open (the payer could still submit it).
     tokio::time::sleep(Duration::from_millis(2_500)).await;
     assert_eq!(status_of(&db).await, Status::Claimed);
-    // Past validBefore by chain time it can never move: failed, nothing credited.
+    // Past validBefore by chain time it can never move: failed, nothing credited. (Resolved by
+    // the operator's CLI this time, with the server stopped.)
+    drop(_t);
     chain.advance(3_600).await;
+    let cli = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_tariff"))
+            .arg("--config")
+            .arg(dir.path().join("tariff.toml"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let report: Value = serde_json::from_str(cli(&["payments", "reconcile"]).trim()).unwrap();
     assert_eq!(
-        wait_for(&db, &[Status::Credited, Status::Failed]).await,
-        Status::Failed
+        (report["examined"].as_u64(), report["failed"].as_u64()),
+        (Some(1), Some(1)),
+        "{report}"
     );
+    let listed: Value =
+        serde_json::from_str(cli(&["payments", "list"]).lines().next().unwrap()).unwrap();
+    assert_eq!(listed["status"], "failed");
+    assert_eq!(listed["error"], "authorization_expired");
+    assert_eq!(status_of(&db).await, Status::Failed);
     assert_eq!(chain.balance(PAY_TO).await, seller_before, "no money moved");
     assert!(ledger_of(&db, &payer).await.is_empty(), "nothing credited");
 }
