@@ -1,0 +1,140 @@
+//! Criterion benches of the local (pre-RPC) cost of verifying one x402 payment, each next to
+//! baselines measured in the same run (these machines are noisy: compare ratios, not absolute
+//! times).
+//!
+//!   cargo bench --bench payment_verify
+//!
+//! Group `payment_verify`: two baselines, a bare keccak256 of 192 bytes (the six encoded
+//! `TransferWithAuthorization` fields) and the EIP-712 signing hash alone (domain separator +
+//! struct hash, no ECDSA); then `local_check`, the whole `eip3009::check` of a valid signed
+//! authorization (one ECDSA public-key recovery), and `decode_and_check`, everything a paid
+//! retry costs before its first RPC: base64 + JSON decode of the `PAYMENT-SIGNATURE` header,
+//! the exact-EVM shape check and `check`.
+
+use std::hint::black_box;
+
+use alloy::primitives::{B256, U256, keccak256};
+use alloy::signers::SignerSync;
+use alloy::signers::local::PrivateKeySigner;
+use criterion::{Criterion, criterion_group, criterion_main};
+use serde_json::{Value, json};
+use tariff::payment::eip3009::{self, Authorization, Terms, TransferWithAuthorization};
+use tariff::x402::codec::{decode_header, encode_header};
+use tariff::x402::exact_evm::ExactEvmPayload;
+
+/// The clock `check` sees: inside the authorization's window.
+const NOW: u64 = 1_750_000_000;
+/// The server's default `payments.max_header_bytes`.
+const MAX_HEADER: usize = 16 * 1024;
+
+fn terms() -> Terms {
+    Terms {
+        chain_id: 84532,
+        asset: "0x036CbD53842c5426634e7929541eC2318f3dCF7e"
+            .parse()
+            .unwrap(),
+        pay_to: "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
+            .parse()
+            .unwrap(),
+        amount: U256::from(20_000u64),
+        eip712_name: "USDC".into(),
+        eip712_version: "2".into(),
+    }
+}
+
+/// A valid authorization for `terms`, signed by a fixed key (so every run measures the same
+/// recovery).
+fn signed(terms: &Terms) -> Authorization {
+    let payer = PrivateKeySigner::from_bytes(&B256::repeat_byte(0x42)).unwrap();
+    let mut auth = Authorization {
+        message: TransferWithAuthorization {
+            from: payer.address(),
+            to: terms.pay_to,
+            value: terms.amount,
+            validAfter: U256::from(NOW - 600),
+            validBefore: U256::from(NOW + 300),
+            nonce: B256::repeat_byte(7),
+        },
+        signature: vec![],
+    };
+    let sig = payer.sign_hash_sync(&auth.signing_hash(terms)).unwrap();
+    auth.signature = sig.as_bytes().to_vec();
+    auth
+}
+
+/// The `PAYMENT-SIGNATURE` header a v2 client sends for `auth`, with a realistic `accepted`.
+fn header(auth: &Authorization, terms: &Terms) -> String {
+    let m = &auth.message;
+    let payment = json!({
+        "x402Version": 2,
+        "resource": { "url": "http://127.0.0.1:8402/search?q=bitcoin+price" },
+        "accepted": {
+            "scheme": "exact",
+            "network": "eip155:84532",
+            "amount": terms.amount.to_string(),
+            "asset": format!("{:#x}", terms.asset),
+            "payTo": format!("{:#x}", terms.pay_to),
+            "maxTimeoutSeconds": 300,
+            "extra": {
+                "name": terms.eip712_name,
+                "version": terms.eip712_version,
+                "quoteId": "q_0123456789abcdef0123456789abcdef_0123456789abcdef",
+            },
+        },
+        "payload": {
+            "signature": format!("0x{}", hex::encode(&auth.signature)),
+            "authorization": {
+                "from": format!("{:#x}", m.from),
+                "to": format!("{:#x}", m.to),
+                "value": m.value.to_string(),
+                "validAfter": m.validAfter.to_string(),
+                "validBefore": m.validBefore.to_string(),
+                "nonce": format!("{:#x}", m.nonce),
+            },
+        },
+    });
+    encode_header(&payment)
+}
+
+/// Header → checked authorization: what the server does locally per paid retry.
+fn decode_and_check(header: &str, terms: &Terms, now: u64) -> eip3009::SignatureCheck {
+    let raw: Value = decode_header(header, MAX_HEADER).unwrap();
+    let exact = ExactEvmPayload::from_value(&raw["payload"])
+        .and_then(|p| p.validate())
+        .unwrap();
+    let auth = Authorization::from_validated(&exact);
+    eip3009::check(&auth, terms, now).unwrap()
+}
+
+fn bench_payment_verify(c: &mut Criterion) {
+    let terms = terms();
+    let auth = signed(&terms);
+    let header = header(&auth, &terms);
+    // Both measured paths must accept the payment, or they would measure an early exit.
+    assert_eq!(
+        eip3009::check(&auth, &terms, NOW).unwrap(),
+        eip3009::SignatureCheck::Recovered
+    );
+    assert_eq!(
+        decode_and_check(&header, &terms, NOW),
+        eip3009::SignatureCheck::Recovered
+    );
+    let buf = [0xa5u8; 192];
+    let mut g = c.benchmark_group("payment_verify");
+    g.bench_function("baseline_keccak256_192_bytes", |b| {
+        b.iter(|| keccak256(black_box(&buf[..])))
+    });
+    g.bench_function("baseline_eip712_signing_hash", |b| {
+        b.iter(|| black_box(&auth).signing_hash(black_box(&terms)))
+    });
+    g.bench_function("local_check", |b| {
+        b.iter(|| eip3009::check(black_box(&auth), black_box(&terms), NOW).unwrap())
+    });
+    g.bench_function("decode_and_check", |b| {
+        b.iter(|| decode_and_check(black_box(&header), black_box(&terms), NOW))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench_payment_verify);
+criterion_main!(benches);
