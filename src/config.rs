@@ -125,6 +125,8 @@ pub struct PaymentsConfig {
     pub max_header_bytes: usize,
     pub rpc_timeout_ms: u64,
     pub receipt_timeout_seconds: u64,
+    /// How often a settlement's receipt is polled (about a quarter of the block time).
+    pub receipt_poll_ms: u64,
     /// A payment untouched this long is resolved by the reconciler.
     pub reconcile_after_seconds: u64,
     pub reconcile_interval_seconds: u64,
@@ -192,6 +194,7 @@ struct RawPayments {
     max_header_bytes: Option<usize>,
     rpc_timeout_ms: Option<u64>,
     receipt_timeout_seconds: Option<u64>,
+    receipt_poll_ms: Option<u64>,
     reconcile_after_seconds: Option<u64>,
     reconcile_interval_seconds: Option<u64>,
 }
@@ -485,6 +488,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         max_header_bytes: p.max_header_bytes.unwrap_or(16 * 1024),
         rpc_timeout_ms: p.rpc_timeout_ms.unwrap_or(10_000),
         receipt_timeout_seconds: p.receipt_timeout_seconds.unwrap_or(120),
+        receipt_poll_ms: p.receipt_poll_ms.unwrap_or(500).clamp(10, 60_000),
         reconcile_after_seconds: p.reconcile_after_seconds.unwrap_or(300),
         reconcile_interval_seconds: p.reconcile_interval_seconds.unwrap_or(30).max(1),
     };

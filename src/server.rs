@@ -169,6 +169,7 @@ pub async fn build_payments(
                     *confirmations,
                     timeout,
                     receipt_timeout,
+                    Duration::from_millis(config.payments.receipt_poll_ms),
                 )
                 .map_err(|e| anyhow::anyhow!("{}: {e}", n.network))?;
                 tracing::info!(network = %n.network, relayer = %relayer.address(), "local settlement");

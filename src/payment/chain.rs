@@ -4,13 +4,13 @@
 
 use std::time::Duration;
 
-use alloy::network::EthereumWallet;
+use alloy::network::{EthereumWallet, TransactionBuilder};
 use alloy::primitives::{Address, B256, Bytes, U256};
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
-use alloy::rpc::types::{BlockNumberOrTag, Filter};
+use alloy::rpc::types::{BlockNumberOrTag, Filter, TransactionRequest};
 use alloy::signers::local::PrivateKeySigner;
 use alloy::sol;
-use alloy::sol_types::SolEvent;
+use alloy::sol_types::{SolCall, SolEvent};
 use alloy::transports::{RpcError, TransportErrorKind};
 use tokio::sync::Mutex;
 
@@ -63,14 +63,47 @@ fn rpc_down(e: impl std::fmt::Display) -> PaymentError {
 }
 
 /// The reason a node gave for refusing a call (a revert), or `None` when the node itself failed.
-fn revert_reason(e: &alloy::contract::Error) -> Option<String> {
-    let alloy::contract::Error::TransportError(RpcError::ErrorResp(resp)) = e else {
+fn revert_reason(e: &RpcError<TransportErrorKind>) -> Option<String> {
+    let RpcError::ErrorResp(resp) = e else {
         return None;
     };
     let decoded = resp
         .as_revert_data()
         .and_then(|d| alloy::sol_types::decode_revert_reason(&d));
     Some(decoded.unwrap_or_else(|| resp.message.to_string()))
+}
+
+/// The `transferWithAuthorization` call for `auth`: the `(v, r, s)` overload for an EOA
+/// signature, the `bytes` one (ERC-1271 wallets) otherwise.
+fn transfer_call(token: Address, auth: &Authorization) -> TransactionRequest {
+    let m = &auth.message;
+    let data = match auth.vrs() {
+        Some((v, r, s)) => IEIP3009::transferWithAuthorization_0Call {
+            from: m.from,
+            to: m.to,
+            value: m.value,
+            validAfter: m.validAfter,
+            validBefore: m.validBefore,
+            nonce: m.nonce,
+            v,
+            r,
+            s,
+        }
+        .abi_encode(),
+        None => IEIP3009::transferWithAuthorization_1Call {
+            from: m.from,
+            to: m.to,
+            value: m.value,
+            validAfter: m.validAfter,
+            validBefore: m.validBefore,
+            nonce: m.nonce,
+            signature: Bytes::from(auth.signature.clone()),
+        }
+        .abi_encode(),
+    };
+    TransactionRequest::default()
+        .with_to(token)
+        .with_input(data)
 }
 
 impl Chain {
@@ -130,46 +163,12 @@ impl Chain {
         auth: &Authorization,
         caller: Option<Address>,
     ) -> Result<Result<(), String>, PaymentError> {
-        let contract = IEIP3009::new(token, &self.provider);
-        let m = &auth.message;
-        let result = match auth.vrs() {
-            Some((v, r, s)) => {
-                let call = contract.transferWithAuthorization_0(
-                    m.from,
-                    m.to,
-                    m.value,
-                    m.validAfter,
-                    m.validBefore,
-                    m.nonce,
-                    v,
-                    r,
-                    s,
-                );
-                let call = match caller {
-                    Some(c) => call.from(c),
-                    None => call,
-                };
-                call.call().await.map(|_| ())
-            }
-            None => {
-                let call = contract.transferWithAuthorization_1(
-                    m.from,
-                    m.to,
-                    m.value,
-                    m.validAfter,
-                    m.validBefore,
-                    m.nonce,
-                    Bytes::from(auth.signature.clone()),
-                );
-                let call = match caller {
-                    Some(c) => call.from(c),
-                    None => call,
-                };
-                call.call().await.map(|_| ())
-            }
-        };
-        match result {
-            Ok(()) => Ok(Ok(())),
+        let mut tx = transfer_call(token, auth);
+        if let Some(c) = caller {
+            tx = tx.with_from(c);
+        }
+        match self.provider.call(tx).await {
+            Ok(_) => Ok(Ok(())),
             Err(e) => match revert_reason(&e) {
                 Some(reason) => Ok(Err(reason)),
                 None => Err(rpc_down(e)),
@@ -277,6 +276,7 @@ impl Relayer {
         confirmations: u64,
         timeout: Duration,
         receipt_timeout: Duration,
+        poll_interval: Duration,
     ) -> Result<Relayer, String> {
         let signer: PrivateKeySigner = key
             .trim()
@@ -292,6 +292,8 @@ impl Relayer {
             .wallet(EthereumWallet::from(signer))
             .connect_reqwest(client, url)
             .erased();
+        // alloy polls receipts every 7 s for a remote node by default; a payer waits on this.
+        signing.client().set_poll_interval(poll_interval);
         Ok(Relayer {
             chain,
             signing,
@@ -319,8 +321,28 @@ impl Relayer {
         F: FnOnce(B256) -> Fut,
         Fut: std::future::Future<Output = Result<(), PaymentError>>,
     {
-        let contract = IEIP3009::new(token, &self.signing);
-        let m = &auth.message;
+        // Gas and fees are estimated before taking the nonce lock, so the lock covers only the
+        // broadcast itself (one round trip) and concurrent settlements do not queue on estimates.
+        let tx = transfer_call(token, auth).with_from(self.address);
+        let gas = match self.signing.estimate_gas(tx.clone()).await {
+            Ok(g) => g,
+            Err(e) => {
+                return match revert_reason(&e) {
+                    Some(reason) => Ok(Submitted::Refused(reason)),
+                    None => Err(rpc_down(e)),
+                };
+            }
+        };
+        let fees = self
+            .signing
+            .estimate_eip1559_fees()
+            .await
+            .map_err(rpc_down)?;
+        // Headroom: the estimate ran against the latest block, the transaction lands in a later one.
+        let tx = tx
+            .with_gas_limit(gas.saturating_mul(6) / 5)
+            .with_max_fee_per_gas(fees.max_fee_per_gas)
+            .with_max_priority_fee_per_gas(fees.max_priority_fee_per_gas);
         let pending = {
             let mut next = self.next_nonce.lock().await;
             let nonce = match *next {
@@ -332,41 +354,7 @@ impl Relayer {
                     .await
                     .map_err(rpc_down)?,
             };
-            let sent = match auth.vrs() {
-                Some((v, r, s)) => {
-                    contract
-                        .transferWithAuthorization_0(
-                            m.from,
-                            m.to,
-                            m.value,
-                            m.validAfter,
-                            m.validBefore,
-                            m.nonce,
-                            v,
-                            r,
-                            s,
-                        )
-                        .nonce(nonce)
-                        .send()
-                        .await
-                }
-                None => {
-                    contract
-                        .transferWithAuthorization_1(
-                            m.from,
-                            m.to,
-                            m.value,
-                            m.validAfter,
-                            m.validBefore,
-                            m.nonce,
-                            Bytes::from(auth.signature.clone()),
-                        )
-                        .nonce(nonce)
-                        .send()
-                        .await
-                }
-            };
-            match sent {
+            match self.signing.send_transaction(tx.with_nonce(nonce)).await {
                 Ok(p) => {
                     *next = Some(nonce + 1);
                     p

@@ -259,6 +259,8 @@ pub struct Payments {
     clock: Clock,
     /// A payment untouched this long is the reconciler's (the request handling it is gone).
     pub reconcile_after_ms: u64,
+    /// Ledger accounts known to exist: creating them is idempotent but costs two writes.
+    known_accounts: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl Payments {
@@ -275,6 +277,7 @@ impl Payments {
             settlers,
             clock,
             reconcile_after_ms,
+            known_accounts: Default::default(),
         }
     }
 
@@ -532,6 +535,15 @@ impl Payments {
     ) -> Result<(AccountId, AccountId), PaymentError> {
         let agent = AccountId::new(payer_account(&t.payer)).map_err(ledger_down)?;
         let inflow = AccountId::new(inflow_account(&t.network, &t.asset)).map_err(ledger_down)?;
+        let known = |id: &AccountId| {
+            self.known_accounts
+                .lock()
+                .expect("not poisoned")
+                .contains(id.as_str())
+        };
+        if known(&agent) && known(&inflow) {
+            return Ok((agent, inflow));
+        }
         self.ledger
             .create_account(NewAccount {
                 id: agent.clone(),
@@ -550,6 +562,13 @@ impl Payments {
             })
             .await
             .map_err(ledger_down)?;
+        let mut known = self.known_accounts.lock().expect("not poisoned");
+        if known.len() >= 100_000 {
+            // A bound on memory: forgetting only costs the idempotent creates again.
+            known.clear();
+        }
+        known.insert(agent.to_string());
+        known.insert(inflow.to_string());
         Ok((agent, inflow))
     }
 
