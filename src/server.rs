@@ -199,6 +199,7 @@ pub async fn build_payments(
                         None
                     }
                 };
+                check_supported(&facilitator, &n.network).await;
                 tracing::info!(network = %n.network, facilitator = %url, "facilitator settlement");
                 Settler::Facilitator { facilitator, chain }
             }
@@ -212,6 +213,31 @@ pub async fn build_payments(
         clock,
         config.payments.reconcile_after_seconds * 1000,
     ))
+}
+
+/// Warns when the facilitator does not list `exact` on `network` for the protocol versions
+/// clients will use (payments would then be refused by it). Not fatal: a facilitator that is
+/// briefly down at start-up must not keep the gateway from serving quotes.
+async fn check_supported(facilitator: &Facilitator, network: &crate::x402::Network) {
+    let supported = tokio::time::timeout(Duration::from_secs(5), facilitator.supported()).await;
+    let Ok(Ok(supported)) = supported else {
+        tracing::warn!(%network, "the facilitator's /supported did not answer at start-up");
+        return;
+    };
+    let mut versions = vec![crate::x402::X402_VERSION_V2];
+    if network.v1_name().is_some() {
+        versions.push(crate::x402::X402_VERSION_V1);
+    }
+    for version in versions {
+        let listed = supported.kinds.iter().any(|k| {
+            k.x402_version == version
+                && k.scheme == "exact"
+                && k.network_id().is_ok_and(|n| &n == network)
+        });
+        if !listed {
+            tracing::warn!(%network, version, "the facilitator does not list `exact` on this network for this x402 version");
+        }
+    }
 }
 
 /// An RPC for the wrong chain would verify against the wrong token state: refuse to start.

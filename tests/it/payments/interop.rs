@@ -178,6 +178,23 @@ async fn official_clients_pay_through_the_official_facilitator() {
         ("TARIFF_RPC_URL", chain.rpc()),
         ("TARIFF_FINGERPRINT_KEY", FINGERPRINT_KEY.to_string()),
     ];
+    // Our facilitator client reads the official facilitator's /supported.
+    let client = tariff::payment::facilitator::Facilitator::new(
+        &facilitator.url,
+        &Default::default(),
+        std::time::Duration::from_secs(10),
+    )
+    .unwrap();
+    let supported = client.supported().await.unwrap();
+    for (version, network) in [(2, "eip155:84532"), (1, "base-sepolia")] {
+        assert!(
+            supported
+                .kinds
+                .iter()
+                .any(|k| k.x402_version == version && k.scheme == "exact" && k.network == network),
+            "{supported:?}"
+        );
+    }
     let app = TestApp::start(&repo_rules(), &vars).await;
     both_clients_pay(&chain, app).await;
 }

@@ -296,3 +296,94 @@ async fn a_front_run_settlement_still_counts_when_the_money_reached_pay_to() {
         ]
     );
 }
+
+alloy::sol! {
+    function transfer(address to, uint256 amount) returns (bool);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_settlement_that_fails_answers_402_with_the_failure_and_serves_nothing() {
+    use alloy::sol_types::SolCall;
+    use std::sync::{Arc, Mutex};
+    let chain = Chain::start().await;
+    // A settle-after route whose upstream, while Tariff waits for it, lets the payer spend its
+    // whole balance elsewhere: the verified payment can no longer settle.
+    let drain: Arc<Mutex<Option<String>>> = Arc::default();
+    let (rpc, drain2) = (chain.rpc(), drain.clone());
+    let router = Router::new().route(
+        "/after",
+        get(move || {
+            let (rpc, drain) = (rpc.clone(), drain2.clone());
+            async move {
+                let payer = drain.lock().unwrap().take();
+                if let Some(payer) = payer {
+                    let http = reqwest::Client::new();
+                    let call = |method: &'static str, params: serde_json::Value| {
+                        let body = json!({ "jsonrpc": "2.0", "id": 1, "method": method, "params": params });
+                        http.post(&rpc).json(&body).send()
+                    };
+                    call("anvil_impersonateAccount", json!([payer])).await.unwrap();
+                    call("anvil_setBalance", json!([payer, "0xde0b6b3a7640000"])).await.unwrap();
+                    let data = transferCall {
+                        to: alloy::primitives::Address::repeat_byte(0x42),
+                        amount: alloy::primitives::U256::from(1_000_000u64),
+                    }
+                    .abi_encode();
+                    let sent: serde_json::Value = call(
+                        "eth_sendTransaction",
+                        json!([{ "from": payer, "to": super::USDC, "data": format!("0x{}", hex::encode(data)) }]),
+                    )
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                    assert!(sent["result"].is_string(), "{sent}");
+                }
+                (StatusCode::OK, "must not be served")
+            }
+        }),
+    );
+    let rules = TempDir::new("drain-rules");
+    rules.write("routes.toml", RULES);
+    let mut vars = local_vars(&chain);
+    vars.push(("TARIFF_UPSTREAM", serve(router).await.0));
+    let app = TestApp::start(rules.path(), &vars).await;
+
+    let payer = chain.payer(1_000_000).await;
+    let payer_hex = format!("{:#x}", payer.address());
+    let seller = chain.balance(PAY_TO).await;
+    *drain.lock().unwrap() = Some(payer_hex.clone());
+    let r = pay(&app, &payer, "/after?q=drained").await;
+    assert_eq!(r.status, 402, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        r.header("tariff-reason").as_deref(),
+        Some("insufficient_funds")
+    );
+    let failure = payment_response(&r, "payment-response");
+    assert_eq!(failure["success"], json!(false));
+    assert_eq!(failure["errorReason"], json!("insufficient_funds"));
+    assert_eq!(failure["transaction"], json!(""));
+    assert_eq!(failure["payer"], json!(payer_hex));
+    assert!(!String::from_utf8_lossy(&r.body).contains("must not be served"));
+    assert_eq!(
+        chain.balance(PAY_TO).await,
+        seller,
+        "nothing reached the seller"
+    );
+    assert!(
+        ledger_of(&app, payer.address()).await.is_empty(),
+        "nothing credited"
+    );
+    let rows = app
+        .state
+        .payments
+        .as_ref()
+        .unwrap()
+        .store()
+        .recent(5)
+        .await
+        .unwrap();
+    assert_eq!(rows[0].status, Status::Failed);
+    assert_eq!(app.state.metrics.settlement_failures.get(), 1);
+}
