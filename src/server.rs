@@ -163,7 +163,6 @@ pub async fn build_payments(
                 let chain = chain(rpc_url)?;
                 check_chain_id(&chain, &n.network).await?;
                 let relayer = Relayer::new(
-                    chain.clone(),
                     rpc_url.expose(),
                     gas_key.expose(),
                     *confirmations,

@@ -178,13 +178,9 @@ pub async fn serve_with_credits(
         Err(e) => return Err(ledger_error(e)),
     }
 
-    let json = match parsed {
-        ParsedBody::Json(v) => Some(v),
-        _ => None,
-    };
     let answer = state
         .upstream
-        .forward(parts, path, query, bytes, json)
+        .forward(parts, path, query, bytes, parsed.json())
         .await;
     let resp = match answer {
         Ok(resp) if resp.status().is_server_error() => {

@@ -226,13 +226,9 @@ async fn forward(
     bytes: Bytes,
     parsed: &ParsedBody,
 ) -> Result<Response, ApiError> {
-    let json = match parsed {
-        ParsedBody::Json(v) => Some(v),
-        _ => None,
-    };
     state
         .upstream
-        .forward(parts, path, query, bytes, json)
+        .forward(parts, path, query, bytes, parsed.json())
         .await
 }
 

@@ -15,13 +15,13 @@ use axum::body::Body;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use serde::Deserialize;
 use serde_json::Value;
 
 use super::AppState;
 use super::credits::QuotedRequest;
 use super::error::ApiError;
 use super::payment_required::{self, v1_requirement_json, v2_requirement};
-use super::request::ParsedBody;
 use crate::config::SettleTiming;
 use crate::payment::eip3009::{Authorization, Terms};
 use crate::payment::record::StoredAuthorization;
@@ -64,10 +64,11 @@ pub fn decode(value: &str, max_len: usize) -> Result<Decoded, ApiError> {
         .map_err(|e| ApiError::bad_request(e.code(), format!("payment header: {e}")))?;
     let version = raw.get("x402Version").and_then(Value::as_u64);
     let payload = match version {
-        Some(1) => serde_json::from_value::<v1::PaymentPayload>(raw.clone())
-            .map(x402::AnyPaymentPayload::V1),
-        Some(2) => serde_json::from_value::<v2::PaymentPayload>(raw.clone())
-            .map(|p| x402::AnyPaymentPayload::V2(Box::new(p))),
+        // Deserialised from the borrowed value: `raw` itself is kept for the facilitator.
+        Some(1) => v1::PaymentPayload::deserialize(&raw).map(x402::AnyPaymentPayload::V1),
+        Some(2) => {
+            v2::PaymentPayload::deserialize(&raw).map(|p| x402::AnyPaymentPayload::V2(Box::new(p)))
+        }
         _ => {
             return Err(ApiError::bad_request(
                 "invalid_x402_version",
@@ -187,7 +188,6 @@ fn match_quote(
     Ok(Ok(Attempt {
         version,
         network,
-        offer: offer.clone(),
         terms,
         auth: Authorization::from_validated(&exact),
         stored: StoredAuthorization {
@@ -296,21 +296,14 @@ pub async fn serve_paid(
     };
     crash_point("after_claim");
     let (version, network) = (attempt.version, attempt.network.clone());
-    let json = match req.parsed {
-        ParsedBody::Json(v) => Some(v),
-        _ => None,
-    };
+    let json = req.parsed.json();
     match req.route.settle {
         SettleTiming::Before => {
-            let (attempt, settled) = settle_and_credit(payments.clone(), attempt, id).await;
+            let (attempt, settled) = settle_and_credit(state, payments.clone(), attempt, id).await;
             let settled = match settled {
                 Ok(s) => s,
-                Err(e) => {
-                    state.metrics.settlement_failures.inc();
-                    return settle_failed(&req, quote, &attempt, e);
-                }
+                Err(e) => return settle_failed(&req, quote, &attempt, e),
             };
-            state.metrics.payments_settled.inc();
             let answer = state
                 .upstream
                 .forward(req.parts, req.path, req.query, bytes, json)
@@ -359,16 +352,12 @@ pub async fn serve_paid(
                     return Ok(upstream_failed);
                 }
             };
-            let (attempt, settled) = settle_and_credit(payments, attempt, id).await;
+            let (attempt, settled) = settle_and_credit(state, payments, attempt, id).await;
             let settled = match settled {
                 Ok(s) => s,
                 // The answer is withheld: it was not paid for.
-                Err(e) => {
-                    state.metrics.settlement_failures.inc();
-                    return settle_failed(&req, quote, &attempt, e);
-                }
+                Err(e) => return settle_failed(&req, quote, &attempt, e),
             };
-            state.metrics.payments_settled.inc();
             let mut resp = Response::from_parts(parts, Body::from(body));
             insert_success(resp.headers_mut(), version, &network, &settled);
             Ok(resp)
@@ -387,6 +376,7 @@ fn insert_success(h: &mut HeaderMap, version: u32, network: &Network, s: &Settle
 /// Settles and credits in a task of its own, so that a client hanging up mid-request cannot
 /// cancel the recording of money that is already moving.
 async fn settle_and_credit(
+    state: &AppState,
     payments: Arc<Payments>,
     attempt: Attempt,
     id: String,
@@ -401,10 +391,15 @@ async fn settle_and_credit(
         let credited = payments.credit_attempt(&attempt, &settled, true).await;
         (attempt, credited.map(|()| settled))
     });
-    match task.await {
+    let (attempt, outcome) = match task.await {
         Ok(out) => out,
         Err(e) => std::panic::resume_unwind(e.into_panic()),
+    };
+    match &outcome {
+        Ok(_) => state.metrics.payments_settled.inc(),
+        Err(_) => state.metrics.settlement_failures.inc(),
     }
+    (attempt, outcome)
 }
 
 fn settle_failed(

@@ -103,6 +103,16 @@ pub enum ParsedBody {
     Bytes,
 }
 
+impl ParsedBody {
+    /// The parsed JSON, for an upstream (the demo) that reads it.
+    pub fn json(&self) -> Option<&Value> {
+        match self {
+            ParsedBody::Json(v) => Some(v),
+            _ => None,
+        }
+    }
+}
+
 fn is_json(headers: &HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)

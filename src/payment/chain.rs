@@ -242,7 +242,6 @@ impl Chain {
 /// nonce counter, so concurrent settlements never reuse or skip a nonce; the counter is
 /// re-read from the chain after any failed broadcast.
 pub struct Relayer {
-    chain: Chain,
     signing: DynProvider,
     address: Address,
     next_nonce: Mutex<Option<u64>>,
@@ -270,7 +269,6 @@ pub enum Submitted {
 
 impl Relayer {
     pub fn new(
-        chain: Chain,
         url: &str,
         key: &str,
         confirmations: u64,
@@ -295,7 +293,6 @@ impl Relayer {
         // alloy polls receipts every 7 s for a remote node by default; a payer waits on this.
         signing.client().set_poll_interval(poll_interval);
         Ok(Relayer {
-            chain,
             signing,
             address,
             next_nonce: Mutex::new(None),
@@ -385,16 +382,5 @@ impl Relayer {
             },
             success: receipt.status(),
         })
-    }
-
-    pub fn chain(&self) -> &Chain {
-        &self.chain
-    }
-}
-
-/// Transport errors from `DynProvider` calls that are not contract calls.
-impl From<RpcError<TransportErrorKind>> for PaymentError {
-    fn from(e: RpcError<TransportErrorKind>) -> Self {
-        rpc_down(e)
     }
 }

@@ -28,7 +28,7 @@ use crate::ledger::{
     TransferKind,
 };
 use crate::money::UsdMicros;
-use crate::quote::{Offer, Quote};
+use crate::quote::Quote;
 use crate::time::Clock;
 use crate::x402::Network;
 use chain::{Chain, Relayer, Submitted};
@@ -148,7 +148,6 @@ impl Settler {
 pub struct Attempt {
     pub version: u32,
     pub network: Network,
-    pub offer: Offer,
     pub terms: Terms,
     pub auth: Authorization,
     pub stored: StoredAuthorization,

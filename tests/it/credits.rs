@@ -61,19 +61,6 @@ async fn me(app: &TestApp, key: &str) -> Value {
     r.json()
 }
 
-async fn assert_ledger_clean(app: &TestApp) {
-    let report = app
-        .state
-        .accounts
-        .as_ref()
-        .unwrap()
-        .ledger()
-        .check()
-        .await
-        .unwrap();
-    assert!(report.is_clean(), "{report:?}");
-}
-
 #[tokio::test]
 async fn a_funded_account_pays_request_by_request_with_receipts() {
     let app = app_with(&repo_rules(), &[]).await;
@@ -142,7 +129,7 @@ async fn a_funded_account_pays_request_by_request_with_receipts() {
         .await
         .unwrap();
     assert_eq!(revenue.posted(), 140_000);
-    assert_ledger_clean(&app).await;
+    app.assert_ledger_clean().await;
 }
 
 #[tokio::test]
@@ -172,7 +159,7 @@ async fn concurrent_requests_cannot_overspend() {
     statuses.sort();
     assert_eq!(statuses, vec![200, 200, 402, 402, 402, 402]);
     assert_eq!(me(&app, &key).await["available"], 10_000);
-    assert_ledger_clean(&app).await;
+    app.assert_ledger_clean().await;
 }
 
 async fn failing_upstream(hits: Arc<AtomicU64>) -> String {
@@ -242,7 +229,7 @@ async fn upstream_errors_are_not_charged_and_keys_do_not_leak() {
     // A bearer token that is not a Tariff key belongs to the upstream: unpaid → 402, not 401.
     let other = get_with_key(&app, "/fine", "upstream-session-token").await;
     assert_eq!(other.status, 402);
-    assert_ledger_clean(&app).await;
+    app.assert_ledger_clean().await;
 }
 
 #[tokio::test]
@@ -311,7 +298,7 @@ async fn bad_keys_and_bad_admin_calls_get_specific_errors_and_change_nothing() {
     let conflict = grant(&app, "g", &account, 999, ADMIN).await;
     assert_eq!(conflict.status, 409);
     assert_eq!(me(&app, &key).await["available"], 100_000);
-    assert_ledger_clean(&app).await;
+    app.assert_ledger_clean().await;
 }
 
 #[tokio::test]
@@ -378,7 +365,7 @@ async fn ledger_down_fails_closed_with_503_and_serves_nothing() {
     assert_eq!(me(&app, &key).await["available"], 1_000_000);
     assert_eq!(get_with_key(&app, "/fine", &key).await.status, 200);
     assert_eq!(me(&app, &key).await["available"], 900_000);
-    assert_ledger_clean(&app).await;
+    app.assert_ledger_clean().await;
 }
 
 /// An upstream that reports usage like an LLM API: /v1/<tokens> answers that many tokens.
@@ -459,7 +446,7 @@ async fn a_ceiling_is_held_and_the_actual_price_from_the_response_is_posted() {
         (mine["available"].as_i64(), mine["held"].as_i64()),
         (Some(880_000), Some(0))
     );
-    assert_ledger_clean(&app).await;
+    app.assert_ledger_clean().await;
 }
 
 #[test]

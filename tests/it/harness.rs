@@ -88,6 +88,20 @@ impl TestApp {
         TestApp { state, _data: data }
     }
 
+    /// The ledger's audit: every balance recomputes and the sums are zero.
+    pub async fn assert_ledger_clean(&self) {
+        let report = self
+            .state
+            .accounts
+            .as_ref()
+            .unwrap()
+            .ledger()
+            .check()
+            .await
+            .unwrap();
+        assert!(report.is_clean(), "{report:?}");
+    }
+
     pub async fn send(&self, req: Request<Body>) -> Response<Body> {
         app(self.state.clone()).oneshot(req).await.unwrap()
     }

@@ -582,16 +582,7 @@ async fn a_payment_buys_one_request_once_even_when_replayed_concurrently() {
             (TransferKind::PaymentCredit, 20_000)
         ]
     );
-    let report = app
-        .state
-        .accounts
-        .as_ref()
-        .unwrap()
-        .ledger()
-        .check()
-        .await
-        .unwrap();
-    assert!(report.is_clean(), "{report:?}");
+    app.assert_ledger_clean().await;
 }
 
 fn reason_or_ok(r: &Reply) -> String {

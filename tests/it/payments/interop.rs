@@ -147,16 +147,7 @@ async fn both_clients_pay(chain: &Chain, app: TestApp) {
             "the upstream answered"
         );
     }
-    let report = app
-        .state
-        .accounts
-        .as_ref()
-        .unwrap()
-        .ledger()
-        .check()
-        .await
-        .unwrap();
-    assert!(report.is_clean(), "{report:?}");
+    app.assert_ledger_clean().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
