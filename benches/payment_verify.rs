@@ -18,7 +18,10 @@ use alloy::signers::SignerSync;
 use alloy::signers::local::PrivateKeySigner;
 use criterion::{Criterion, criterion_group, criterion_main};
 use serde_json::{Value, json};
-use tariff::payment::eip3009::{self, Authorization, Terms, TransferWithAuthorization};
+use tariff::payment::scheme::Terms;
+use tariff::payment::scheme::exact_eip3009::{
+    self as eip3009, Authorization, TransferWithAuthorization,
+};
 use tariff::x402::codec::{decode_header, encode_header};
 use tariff::x402::exact_evm::ExactEvmPayload;
 

@@ -28,7 +28,8 @@ use anyhow::{Context, anyhow, bail};
 use base64::Engine;
 use clap::{Parser, ValueEnum};
 use serde_json::{Value, json};
-use tariff::payment::eip3009::{Terms, TransferWithAuthorization};
+use tariff::payment::scheme::Terms;
+use tariff::payment::scheme::exact_eip3009::TransferWithAuthorization;
 use tariff::x402::codec::decode_header;
 
 sol! {
@@ -265,7 +266,7 @@ fn sign_v2(payer: &PrivateKeySigner, accepted: &Value, url: &str) -> anyhow::Res
         validBefore: U256::from(now + timeout),
         nonce: B256::from(rand::random::<[u8; 32]>()),
     };
-    let hash = message.eip712_signing_hash(&terms.domain());
+    let hash = message.eip712_signing_hash(&terms.token_domain());
     let signature = payer.sign_hash_sync(&hash)?;
     Ok(json!({
         "x402Version": 2,

@@ -20,9 +20,8 @@ use crate::quote::json::parse_strict;
     about = "A seller-side x402 gateway: per-request prices, payments and credits",
     long_about = "Tariff puts a per-request, context-dependent price on any HTTP API. \
         Unpaid requests get HTTP 402 with x402 payment requirements (protocol v1 and v2).\n\n\
-        Configuration: a TOML file (--config or TARIFF_CONFIG) and TARIFF_* environment \
-        variables (TARIFF_LISTEN, TARIFF_UPSTREAM, TARIFF_RULES, TARIFF_REDIS_URL, \
-        TARIFF_DATABASE_URL, TARIFF_FINGERPRINT_KEY, TARIFF_NETWORK, TARIFF_PAY_TO)."
+        Configuration: a TOML file (--config or TARIFF_CONFIG) and the TARIFF_* environment \
+        variables listed below."
 )]
 pub struct Cli {
     /// Config file (TOML); TARIFF_* environment variables override it.
@@ -30,6 +29,18 @@ pub struct Cli {
     pub config: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// Parses the process arguments; `--help` lists the environment variables from
+    /// [`crate::config::ENV_VARS`].
+    pub fn parse_args() -> Cli {
+        use clap::{CommandFactory, FromArgMatches};
+        let matches = Cli::command()
+            .after_long_help(crate::config::env_vars_help())
+            .get_matches();
+        Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -342,7 +353,7 @@ fn quote_preview(config: &Config, args: &QuoteArgs) -> anyhow::Result<i32> {
                 "route {}  rule {rule}  price {price} ({} micro-USD)",
                 route.id, price.0
             );
-            for terms in &config.networks {
+            for terms in config.networks.iter().map(|n| &n.terms) {
                 if let Some(units) = price.to_asset_units(terms.decimals) {
                     println!(
                         "    {}  {units} base units of {}",

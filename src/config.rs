@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use crate::money::UsdMicros;
 use crate::pricing::expr::parse_usd;
-use crate::quote::FingerprintKey;
+use crate::quote::{FingerprintKey, PaymentTerms};
 use crate::x402::assets;
 use crate::x402::network::Network;
 
@@ -69,16 +69,10 @@ pub enum UnpricedPolicy {
     Pass,
 }
 
-/// Payment terms on one network.
+/// One configured network: the payment terms quoted on it and how its payments are settled.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NetworkTerms {
-    pub network: Network,
-    pub asset: String,
-    pub decimals: u8,
-    pub eip712_name: String,
-    pub eip712_version: String,
-    pub pay_to: String,
-    pub max_timeout_seconds: u64,
+pub struct NetworkConfig {
+    pub terms: PaymentTerms,
     /// How payments on this network are verified and settled.
     pub settlement: Settlement,
 }
@@ -104,18 +98,6 @@ pub enum Settlement {
         timeout_ms: u64,
         rpc_url: Option<Secret<String>>,
     },
-}
-
-/// When a paid request's payment is settled, relative to calling the upstream.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum SettleTiming {
-    /// Settle, then serve: nobody gets the answer unpaid (the default).
-    #[default]
-    Before,
-    /// Call the upstream first and settle only after a successful answer, which is held back
-    /// until the money has moved (not served if settlement fails).
-    After,
 }
 
 /// Payment handling shared by every network.
@@ -157,7 +139,7 @@ pub struct Config {
     /// Accounts `POST /accounts` may open per minute on this instance (0 disables signup).
     pub signups_per_minute: u32,
     pub rules_reload_ms: u64,
-    pub networks: Vec<NetworkTerms>,
+    pub networks: Vec<NetworkConfig>,
     pub payments: PaymentsConfig,
 }
 
@@ -235,59 +217,135 @@ struct RawNetwork {
     facilitator_timeout_ms: Option<u64>,
 }
 
-/// Environment variables read by [`Config::load`]; the names are the documented interface.
-pub const ENV_VARS: &[(&str, &str)] = &[
-    ("TARIFF_CONFIG", "path of the TOML config file"),
-    ("TARIFF_LISTEN", "listen address (default 127.0.0.1:8402)"),
-    (
-        "TARIFF_PUBLIC_URL",
-        "public base URL used in 402 resource URLs",
-    ),
-    (
-        "TARIFF_UPSTREAM",
-        "upstream API base URL (reverse-proxy mode)",
-    ),
-    (
-        "TARIFF_RULES",
-        "pricing rules directory (default pricing-rules)",
-    ),
-    (
-        "TARIFF_REDIS_URL",
-        "Redis URL for quotes (default: in-memory store)",
-    ),
-    (
-        "TARIFF_DATABASE_URL",
-        "PostgreSQL or SQLite URL (default: SQLite file)",
-    ),
-    (
-        "TARIFF_FINGERPRINT_KEY",
-        "64 hex chars keying request hashes",
-    ),
-    (
-        "TARIFF_NETWORK",
-        "network of the default payment terms (default base-sepolia)",
-    ),
-    (
-        "TARIFF_PAY_TO",
-        "payee address for every configured network",
-    ),
-    (
-        "TARIFF_RPC_URL",
-        "EVM JSON-RPC URL for every configured network",
-    ),
-    (
-        "TARIFF_GAS_KEY",
-        "hex private key that pays gas for local settlement (or TARIFF_GAS_KEY_FILE)",
-    ),
-    (
-        "TARIFF_FACILITATOR_URL",
-        "x402 facilitator base URL (facilitator settlement)",
-    ),
-    (
-        "TARIFF_SETTLEMENT",
-        "local | facilitator | none, for every configured network",
-    ),
+/// One environment variable of the documented interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EnvVar {
+    pub name: &'static str,
+    pub meaning: &'static str,
+    pub default: &'static str,
+}
+
+/// Every environment variable [`Config::load`] reads, and the only way it reads them
+/// ([`env_var`]); the README's table and `tariff --help` are rendered from it (a test keeps the
+/// README in step).
+pub const ENV_VARS: &[EnvVar] = &[
+    EnvVar {
+        name: "TARIFF_CONFIG",
+        meaning: "the TOML config file (or `--config`)",
+        default: "none",
+    },
+    EnvVar {
+        name: "TARIFF_LISTEN",
+        meaning: "listen address",
+        default: "`127.0.0.1:8402`",
+    },
+    EnvVar {
+        name: "TARIFF_UPSTREAM",
+        meaning: "the API to put a price on (reverse-proxy mode)",
+        default: "built-in demo search API",
+    },
+    EnvVar {
+        name: "TARIFF_RULES",
+        meaning: "pricing rules directory",
+        default: "`pricing-rules`",
+    },
+    EnvVar {
+        name: "TARIFF_REDIS_URL",
+        meaning: "Redis for quotes (`redis://`, `rediss://`, `unix://`)",
+        default: "in-memory store",
+    },
+    EnvVar {
+        name: "TARIFF_DATABASE_URL",
+        meaning: "`postgres://…` or `sqlite:…`",
+        default: "SQLite in `.tariff/tariff.db`",
+    },
+    EnvVar {
+        name: "TARIFF_FINGERPRINT_KEY",
+        meaning: "64 hex chars keying request hashes; required with Redis so every instance hashes alike",
+        default: "random per process",
+    },
+    EnvVar {
+        name: "TARIFF_NETWORK",
+        meaning: "network of the payment terms (`base`, `eip155:8453`, …)",
+        default: "Base Sepolia USDC",
+    },
+    EnvVar {
+        name: "TARIFF_PAY_TO",
+        meaning: "payee address on every configured network",
+        default: "a demo address (warned about)",
+    },
+    EnvVar {
+        name: "TARIFF_PUBLIC_URL",
+        meaning: "base of the resource URLs in 402s",
+        default: "the request's Host",
+    },
+    EnvVar {
+        name: "TARIFF_ADMIN_TOKEN",
+        meaning: "bearer token (≥ 32 chars) of `/admin/*`",
+        default: "admin endpoints disabled",
+    },
+    EnvVar {
+        name: "TARIFF_SETTLEMENT",
+        meaning: "`local`, `facilitator` or `none`, for every network",
+        default: "inferred from what is set",
+    },
+    EnvVar {
+        name: "TARIFF_RPC_URL",
+        meaning: "EVM JSON-RPC for every network (verification, local settlement, reconciling)",
+        default: "none",
+    },
+    EnvVar {
+        name: "TARIFF_GAS_KEY",
+        meaning: "hex key that pays gas for local settlement (never logged)",
+        default: "none",
+    },
+    EnvVar {
+        name: "TARIFF_GAS_KEY_FILE",
+        meaning: "a file holding that key",
+        default: "none",
+    },
+    EnvVar {
+        name: "TARIFF_FACILITATOR_URL",
+        meaning: "x402 facilitator base URL",
+        default: "none",
+    },
 ];
+
+/// Reads a documented variable; an empty value counts as unset.
+fn env_var(env: &dyn Fn(&str) -> Option<String>, name: &str) -> Option<String> {
+    debug_assert!(
+        ENV_VARS.iter().any(|v| v.name == name),
+        "{name} is read but not in ENV_VARS"
+    );
+    env(name).filter(|v| !v.is_empty())
+}
+
+/// The variables as a Markdown table (the README's).
+pub fn env_vars_markdown() -> String {
+    let mut out = String::from("| variable | meaning | default |\n|---|---|---|\n");
+    for v in ENV_VARS {
+        out.push_str(&format!(
+            "| `{}` | {} | {} |\n",
+            v.name, v.meaning, v.default
+        ));
+    }
+    out
+}
+
+/// The variables as plain lines, for `tariff --help`.
+pub fn env_vars_help() -> String {
+    let mut out = String::from("Environment variables (override the config file):\n");
+    for v in ENV_VARS {
+        let strip = |s: &str| s.replace('`', "");
+        out.push_str(&format!(
+            "  {:<24} {} [default: {}]\n",
+            v.name,
+            strip(v.meaning),
+            strip(v.default)
+        ));
+    }
+    out
+}
 
 impl Config {
     /// Loads the file (if any) and applies the environment. `env` is injected so tests do not
@@ -298,7 +356,7 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         let file = file
             .map(Path::to_path_buf)
-            .or_else(|| env("TARIFF_CONFIG").map(PathBuf::from));
+            .or_else(|| env_var(env, "TARIFF_CONFIG").map(PathBuf::from));
         let mut raw = match &file {
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -319,7 +377,7 @@ impl Config {
 
 fn apply_env(raw: &mut RawConfig, env: &dyn Fn(&str) -> Option<String>) {
     let set = |slot: &mut Option<String>, name: &str| {
-        if let Some(v) = env(name).filter(|v| !v.is_empty()) {
+        if let Some(v) = env_var(env, name) {
             *slot = Some(v);
         }
     };
@@ -330,10 +388,10 @@ fn apply_env(raw: &mut RawConfig, env: &dyn Fn(&str) -> Option<String>) {
     set(&mut raw.database_url, "TARIFF_DATABASE_URL");
     set(&mut raw.fingerprint_key, "TARIFF_FINGERPRINT_KEY");
     set(&mut raw.admin_token, "TARIFF_ADMIN_TOKEN");
-    if let Some(dir) = env("TARIFF_RULES").filter(|v| !v.is_empty()) {
+    if let Some(dir) = env_var(env, "TARIFF_RULES") {
         raw.rules_dir = Some(PathBuf::from(dir));
     }
-    if let Some(net) = env("TARIFF_NETWORK").filter(|v| !v.is_empty()) {
+    if let Some(net) = env_var(env, "TARIFF_NETWORK") {
         // TARIFF_NETWORK replaces the network list with one network on its defaults.
         raw.networks = vec![RawNetwork {
             network: net,
@@ -353,7 +411,7 @@ fn apply_env(raw: &mut RawConfig, env: &dyn Fn(&str) -> Option<String>) {
         ("TARIFF_SETTLEMENT", |n, v| n.settlement = Some(v)),
     ];
     for (name, apply) in per_network {
-        if let Some(v) = env(name).filter(|v| !v.is_empty()) {
+        if let Some(v) = env_var(env, name) {
             if raw.networks.is_empty() {
                 raw.networks.push(default_network());
             }
@@ -473,11 +531,11 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         let terms = network_terms(i, n, quote_ttl_seconds)?;
         if networks
             .iter()
-            .any(|t: &NetworkTerms| t.network == terms.network)
+            .any(|t: &NetworkConfig| t.terms.network == terms.terms.network)
         {
             return Err(invalid(
                 format!("networks[{i}]"),
-                format!("{} is listed twice", terms.network),
+                format!("{} is listed twice", terms.terms.network),
             ));
         }
         networks.push(terms);
@@ -530,7 +588,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     })
 }
 
-fn network_terms(i: usize, n: RawNetwork, quote_ttl: u64) -> Result<NetworkTerms, ConfigError> {
+fn network_terms(i: usize, n: RawNetwork, quote_ttl: u64) -> Result<NetworkConfig, ConfigError> {
     let at = |field: &str| format!("networks[{i}].{field}");
     let network =
         Network::parse_any(&n.network).map_err(|e| invalid(at("network"), e.to_string()))?;
@@ -598,14 +656,16 @@ fn network_terms(i: usize, n: RawNetwork, quote_ttl: u64) -> Result<NetworkTerms
             format!("must be between 1 and the quote lifetime ({quote_ttl} s)"),
         ));
     }
-    Ok(NetworkTerms {
-        network,
-        asset,
-        decimals,
-        eip712_name,
-        eip712_version,
-        pay_to,
-        max_timeout_seconds,
+    Ok(NetworkConfig {
+        terms: PaymentTerms {
+            network,
+            asset,
+            decimals,
+            eip712_name,
+            eip712_version,
+            pay_to,
+            max_timeout_seconds,
+        },
         settlement,
     })
 }
@@ -833,7 +893,7 @@ mod tests {
         assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
         assert!(c.redis_url.is_none() && c.upstream.is_none());
         assert!(!c.fingerprint_key_configured);
-        let n = &c.networks[0];
+        let n = &c.networks[0].terms;
         assert_eq!(n.network.to_string(), "eip155:84532");
         assert_eq!(n.asset, "0x036CbD53842c5426634e7929541eC2318f3dCF7e");
         assert_eq!(
@@ -862,7 +922,7 @@ mod tests {
             ),
         ])
         .unwrap();
-        let n = &c.networks[0];
+        let n = &c.networks[0].terms;
         assert_eq!(n.network.to_string(), "eip155:8453");
         assert_eq!(n.eip712_name, "USD Coin");
         assert_eq!(n.pay_to, "0x209693Bc6afc0C5328bA36FaF03C514EF312287C");
@@ -916,8 +976,8 @@ mod tests {
         )
         .unwrap();
         let c = Config::load(Some(&path), &|_| None).unwrap();
-        assert_eq!(c.networks[0].network.chain_id(), Some(31337));
-        assert_eq!(c.networks[0].max_timeout_seconds, 120);
+        assert_eq!(c.networks[0].terms.network.chain_id(), Some(31337));
+        assert_eq!(c.networks[0].terms.max_timeout_seconds, 120);
         std::fs::write(&path, "[[networks]]\nnetwork = \"eip155:31337\"\nasset = \"0x5FbDB2315678afecb367f032d93F642f64180aa3\"\n").unwrap();
         let e = Config::load(Some(&path), &|_| None)
             .unwrap_err()
@@ -930,8 +990,8 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tariff.example.toml");
         let c = Config::load(Some(&path), &|_| None).unwrap();
         assert_eq!(c.networks.len(), 2);
-        assert_eq!(c.networks[0].eip712_name, "USD Coin");
-        assert_eq!(c.networks[1].max_timeout_seconds, 120);
+        assert_eq!(c.networks[0].terms.eip712_name, "USD Coin");
+        assert_eq!(c.networks[1].terms.max_timeout_seconds, 120);
         assert_eq!(c.upstream.as_deref(), Some("http://127.0.0.1:9000"));
     }
 
@@ -947,5 +1007,27 @@ mod tests {
             !dbg.contains("hunter2") && !dbg.contains(&"ab".repeat(32)),
             "{dbg}"
         );
+    }
+
+    #[test]
+    fn the_readme_documents_exactly_the_variables_that_are_read() {
+        let readme = include_str!("../README.md");
+        assert!(
+            readme.contains(&env_vars_markdown()),
+            "README's variable table differs from config::ENV_VARS; paste:\n{}",
+            env_vars_markdown()
+        );
+        // Every variable in the table is honoured: set alone, each changes the loaded config
+        // or is refused with an error naming it (the debug assertion in `env_var` catches a
+        // variable read but not listed).
+        let base = format!("{:?}", load_env(&[]).unwrap());
+        assert_eq!(base, format!("{:?}", load_env(&[]).unwrap()));
+        for v in ENV_VARS {
+            let changed = match load_env(&[(v.name, "x")]) {
+                Ok(c) => format!("{c:?}") != base,
+                Err(e) => !e.to_string().is_empty(),
+            };
+            assert!(changed, "{} seems ignored", v.name);
+        }
     }
 }

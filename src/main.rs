@@ -1,7 +1,5 @@
 //! `tariff`: thin binary over the library's CLI.
 
-use clap::Parser;
-
 #[tokio::main]
 async fn main() {
     tracing_subscriber::fmt()
@@ -11,7 +9,7 @@ async fn main() {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = tariff::cli::Cli::parse();
+    let cli = tariff::cli::Cli::parse_args();
     match tariff::cli::run(cli).await {
         Ok(code) => std::process::exit(code),
         Err(e) => {

@@ -6,16 +6,19 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::accounts::Accounts;
 use std::collections::HashMap;
 
-use crate::config::{Config, DEMO_PAY_TO, Secret, Settlement};
+use crate::accounts::Accounts;
+use crate::config::{Config, DEMO_PAY_TO, NetworkConfig, Secret, Settlement};
 use crate::db::{Db, QuoteStats};
 use crate::http::{AppState, StateInner, Upstream, app};
 use crate::ledger::Ledger;
+use crate::payment::Payments;
 use crate::payment::chain::{Chain, Relayer};
 use crate::payment::facilitator::Facilitator;
-use crate::payment::{Payments, Settler};
+use crate::payment::settler::Settler;
+use crate::payment::settler::facilitator::FacilitatorSettler;
+use crate::payment::settler::local::LocalSettler;
 use crate::pricing::expr::ExprEnv;
 use crate::pricing::{LoadOptions, RulesHandle};
 use crate::quote::{AnyQuoteStore, MemoryQuoteStore, QuoteEngine, RedisQuoteStore};
@@ -115,7 +118,7 @@ pub async fn build_state(config: Config, opts: BuildOptions) -> anyhow::Result<A
     let opts_clock = opts.clock.clone();
     let quotes = QuoteEngine::new(
         store,
-        config.networks.clone(),
+        config.networks.iter().map(|n| n.terms.clone()).collect(),
         config.quote_ttl_seconds,
         opts.clock,
         config.memory_quote_capacity,
@@ -144,7 +147,11 @@ pub async fn build_payments(
     let timeout = Duration::from_millis(config.payments.rpc_timeout_ms);
     let receipt_timeout = Duration::from_secs(config.payments.receipt_timeout_seconds);
     let mut settlers = HashMap::new();
-    for n in &config.networks {
+    for NetworkConfig {
+        terms: n,
+        settlement,
+    } in &config.networks
+    {
         let chain_id = n
             .network
             .chain_id()
@@ -153,7 +160,7 @@ pub async fn build_payments(
             Chain::connect(url.expose(), chain_id, timeout)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", n.network))
         };
-        let settler = match &n.settlement {
+        let settler: Box<dyn Settler> = match settlement {
             Settlement::None => continue,
             Settlement::Local {
                 rpc_url,
@@ -172,7 +179,7 @@ pub async fn build_payments(
                 )
                 .map_err(|e| anyhow::anyhow!("{}: {e}", n.network))?;
                 tracing::info!(network = %n.network, relayer = %relayer.address(), "local settlement");
-                Settler::Local { chain, relayer }
+                Box::new(LocalSettler { chain, relayer })
             }
             Settlement::Facilitator {
                 url,
@@ -200,7 +207,7 @@ pub async fn build_payments(
                 };
                 check_supported(&facilitator, &n.network).await;
                 tracing::info!(network = %n.network, facilitator = %url, "facilitator settlement");
-                Settler::Facilitator { facilitator, chain }
+                Box::new(FacilitatorSettler { facilitator, chain })
             }
         };
         settlers.insert(n.network.clone(), settler);
@@ -318,7 +325,7 @@ fn warn_about_demo_settings(config: &Config) {
     if config
         .networks
         .iter()
-        .any(|n| n.pay_to.eq_ignore_ascii_case(DEMO_PAY_TO))
+        .any(|n| n.terms.pay_to.eq_ignore_ascii_case(DEMO_PAY_TO))
     {
         tracing::warn!(
             "no pay_to configured: quotes name the demo address {DEMO_PAY_TO}; set TARIFF_PAY_TO before taking payments"

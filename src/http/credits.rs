@@ -21,7 +21,7 @@ use super::AppState;
 use super::error::ApiError;
 use super::payment_required;
 use super::request::ParsedBody;
-use crate::accounts::{Accounts, AccountsError, REVENUE};
+use crate::accounts::{Accounts, REVENUE};
 use crate::ledger::{AccountId, LedgerError, NewHold, References, TransferId};
 use crate::money::UsdMicros;
 use crate::pricing::Route;
@@ -69,40 +69,6 @@ fn accounts(state: &AppState) -> Result<&Accounts, ApiError> {
     })
 }
 
-pub fn accounts_error(e: AccountsError) -> ApiError {
-    match e {
-        AccountsError::InvalidKey => ApiError::unauthorized("invalid_api_key", e.to_string()),
-        AccountsError::ReasonRequired => ApiError::bad_request("reason_required", e.to_string()),
-        AccountsError::Ledger(l) => ledger_error(l),
-        AccountsError::Db(d) => ApiError::unavailable(
-            "ledger_unavailable",
-            format!("the ledger cannot be reached: {d}"),
-        ),
-    }
-}
-
-pub fn ledger_error(e: LedgerError) -> ApiError {
-    if e.is_transient() {
-        return ApiError::unavailable(
-            "ledger_unavailable",
-            "the ledger cannot be reached; retry shortly",
-        );
-    }
-    match &e {
-        LedgerError::UnknownAccount(_) => ApiError::not_found(e.code(), e.to_string()),
-        LedgerError::Conflict { .. } | LedgerError::OwnerTaken { .. } => {
-            ApiError::new(StatusCode::CONFLICT, e.code(), e.to_string())
-        }
-        LedgerError::InsufficientFunds { .. } => {
-            ApiError::new(StatusCode::PAYMENT_REQUIRED, e.code(), e.to_string())
-        }
-        LedgerError::Database(_) | LedgerError::Overflow(_) => {
-            ApiError::internal("ledger_error", "the ledger refused the operation", &e)
-        }
-        _ => ApiError::bad_request(e.code(), e.to_string()),
-    }
-}
-
 /// A quoted request, as the gateway parsed it.
 pub struct QuotedRequest<'a> {
     pub quote: &'a Quote,
@@ -135,11 +101,10 @@ pub async fn serve_with_credits(
         ..
     } = req;
     let accounts = accounts(state)?;
-    let account = accounts.authenticate(key).await.map_err(accounts_error)?;
+    let account = accounts.authenticate(key).await?;
     let ledger = accounts.ledger();
-    let revenue = AccountId::new(REVENUE).map_err(ledger_error)?;
-    let hold_id = TransferId::new(format!("req:{}:{:016x}", quote.id, rand::random::<u64>()))
-        .map_err(ledger_error)?;
+    let revenue = AccountId::new(REVENUE)?;
+    let hold_id = TransferId::new(format!("req:{}:{:016x}", quote.id, rand::random::<u64>()))?;
     let expires_at = state
         .quotes
         .clock
@@ -175,7 +140,7 @@ pub async fn serve_with_credits(
             );
             return Ok(resp);
         }
-        Err(e) => return Err(ledger_error(e)),
+        Err(e) => return Err(e.into()),
     }
 
     let answer = state
@@ -199,17 +164,17 @@ pub async fn serve_with_credits(
         void_hold(ledger, &hold_id, "actual price is zero").await?;
         return Ok(resp);
     }
-    let post_id = TransferId::new(format!("{hold_id}:post")).map_err(ledger_error)?;
+    let post_id = TransferId::new(format!("{hold_id}:post"))?;
     let posted = match ledger.post(post_id.clone(), &hold_id, charge).await {
         Ok(t) => t,
         Err(e) => {
             // The answer is withheld: serving it without a posted debit would serve unpaid.
             tracing::error!(error = %e, %hold_id, "posting a credit hold failed; response withheld");
             let _ = void_hold(ledger, &hold_id, "post failed").await;
-            return Err(ledger_error(e));
+            return Err(e.into());
         }
     };
-    let balance = ledger.balance(&account).await.map_err(ledger_error)?;
+    let balance = ledger.balance(&account).await?;
     let receipt = json!({
         "transfer": posted.id.as_str(),
         "account": account.as_str(),
@@ -286,8 +251,8 @@ async fn void_hold(
     hold_id: &TransferId,
     why: &'static str,
 ) -> Result<(), ApiError> {
-    let void_id = TransferId::new(format!("{hold_id}:void")).map_err(ledger_error)?;
-    ledger.void(void_id, hold_id).await.map_err(ledger_error)?;
+    let void_id = TransferId::new(format!("{hold_id}:void"))?;
+    ledger.void(void_id, hold_id).await?;
     tracing::debug!(%hold_id, why, "credit hold voided");
     Ok(())
 }
@@ -303,7 +268,7 @@ pub async fn open_account(State(state): State<AppState>) -> Result<Response, Api
         e.retry_after = Some(wait.as_secs().max(1));
         return Err(e);
     }
-    let (account, key) = accounts(&state)?.open().await.map_err(accounts_error)?;
+    let (account, key) = accounts(&state)?.open().await?;
     let body = json!({
         "account": account.as_str(),
         "api_key": key.expose(),
@@ -321,13 +286,10 @@ pub async fn me(State(state): State<AppState>, headers: HeaderMap) -> Result<Res
         ApiError::unauthorized("missing_api_key", "send `Authorization: Bearer <api key>`")
     })??;
     let accounts = accounts(&state)?;
-    let account = accounts.authenticate(key).await.map_err(accounts_error)?;
+    let account = accounts.authenticate(key).await?;
     let ledger = accounts.ledger();
-    let balance = ledger.balance(&account).await.map_err(ledger_error)?;
-    let page = ledger
-        .history(&account, None, 20)
-        .await
-        .map_err(ledger_error)?;
+    let balance = ledger.balance(&account).await?;
+    let page = ledger.history(&account, None, 20).await?;
     let body = json!({
         "account": account.as_str(),
         "unit": "usd_micros",
@@ -368,11 +330,10 @@ pub async fn grant(
     Json(req): Json<GrantRequest>,
 ) -> Result<Response, ApiError> {
     check_admin(&state, &headers)?;
-    let account = AccountId::new(req.account).map_err(ledger_error)?;
+    let account = AccountId::new(req.account)?;
     let (t, balance) = accounts(&state)?
         .adjust(&req.id, account.clone(), req.amount, req.reason)
-        .await
-        .map_err(accounts_error)?;
+        .await?;
     Ok(Json(GrantAnswer {
         transfer: t.id.as_str(),
         account: account.as_str(),

@@ -5,6 +5,10 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::accounts::AccountsError;
+use crate::ledger::LedgerError;
+use crate::payment::PaymentError;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
     pub status: StatusCode,
@@ -95,5 +99,76 @@ impl IntoResponse for ApiError {
             h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         resp
+    }
+}
+
+impl From<AccountsError> for ApiError {
+    fn from(e: AccountsError) -> Self {
+        match e {
+            AccountsError::InvalidKey => ApiError::unauthorized("invalid_api_key", e.to_string()),
+            AccountsError::ReasonRequired => {
+                ApiError::bad_request("reason_required", e.to_string())
+            }
+            AccountsError::Ledger(l) => l.into(),
+            AccountsError::Db(d) => ApiError::unavailable(
+                "ledger_unavailable",
+                format!("the ledger cannot be reached: {d}"),
+            ),
+        }
+    }
+}
+
+impl From<LedgerError> for ApiError {
+    fn from(e: LedgerError) -> Self {
+        if e.is_transient() {
+            return ApiError::unavailable(
+                "ledger_unavailable",
+                "the ledger cannot be reached; retry shortly",
+            );
+        }
+        match &e {
+            LedgerError::UnknownAccount(_) => ApiError::not_found(e.code(), e.to_string()),
+            LedgerError::Conflict { .. } | LedgerError::OwnerTaken { .. } => {
+                ApiError::new(StatusCode::CONFLICT, e.code(), e.to_string())
+            }
+            LedgerError::InsufficientFunds { .. } => {
+                ApiError::new(StatusCode::PAYMENT_REQUIRED, e.code(), e.to_string())
+            }
+            LedgerError::Database(_) | LedgerError::Overflow(_) => {
+                ApiError::internal("ledger_error", "the ledger refused the operation", &e)
+            }
+            _ => ApiError::bad_request(e.code(), e.to_string()),
+        }
+    }
+}
+
+impl From<PaymentError> for ApiError {
+    fn from(e: PaymentError) -> Self {
+        match &e {
+            PaymentError::Malformed { reason, .. } => ApiError::bad_request(reason, e.to_string()),
+            PaymentError::InProgress => {
+                ApiError::new(StatusCode::CONFLICT, "payment_in_progress", e.to_string())
+            }
+            PaymentError::Pending(_) => {
+                tracing::warn!(error = %e, "settlement outcome unknown; the reconciler resolves it");
+                ApiError::unavailable(
+                    "settlement_pending",
+                    "the payment's settlement outcome is not known yet; if it lands it is credited to the payer's account",
+                )
+            }
+            PaymentError::Unavailable { reason, .. } => {
+                ApiError::unavailable(reason, e.to_string())
+            }
+            // A refusal is normally answered with the quote's 402 (which names the reason);
+            // this is the answer where no quote is at hand.
+            PaymentError::Invalid { .. } | PaymentError::SettlementFailed { .. } => ApiError::new(
+                StatusCode::PAYMENT_REQUIRED,
+                "payment_refused",
+                e.to_string(),
+            ),
+            PaymentError::Internal(_) => {
+                ApiError::internal("unexpected_settle_error", "payment processing failed", &e)
+            }
+        }
     }
 }

@@ -13,6 +13,7 @@ use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value};
 
+use crate::payment::scheme;
 use crate::pricing::Route;
 use crate::quote::{Offer, Quote};
 use base64::Engine;
@@ -24,14 +25,10 @@ use crate::x402::{self, v2};
 pub const V2_ERROR: &str = "PAYMENT-SIGNATURE header is required";
 pub const V1_ERROR: &str = "X-PAYMENT header is required";
 
-/// `extra` of a requirement: the token's EIP-712 domain and our quote id.
+/// `extra` of a requirement: what the offer's scheme needs (the token's EIP-712 domain for
+/// EIP-3009) and our quote id.
 pub fn offer_extra(offer: &Offer, quote: &Quote) -> Map<String, Value> {
-    let mut extra = Map::new();
-    extra.insert("name".into(), Value::String(offer.eip712_name.clone()));
-    extra.insert(
-        "version".into(),
-        Value::String(offer.eip712_version.clone()),
-    );
+    let mut extra = scheme::for_offer(offer).extra(offer);
     extra.insert("quoteId".into(), Value::String(quote.id.to_string()));
     extra
 }
@@ -39,7 +36,7 @@ pub fn offer_extra(offer: &Offer, quote: &Quote) -> Map<String, Value> {
 /// The v2 requirement for one offer of a quote: what a v2 client must echo in `accepted`.
 pub fn v2_requirement(offer: &Offer, quote: &Quote) -> v2::PaymentRequirements {
     v2::PaymentRequirements {
-        scheme: "exact".into(),
+        scheme: scheme::for_offer(offer).name().into(),
         network: offer.network.clone(),
         amount: offer.amount.clone(),
         asset: offer.asset.clone(),
@@ -141,7 +138,7 @@ fn v1_requirement<'a>(
     description: &'a str,
 ) -> V1Requirement<'a> {
     V1Requirement {
-        scheme: "exact",
+        scheme: scheme::for_offer(o).name(),
         network: &o.network,
         max_amount_required: &o.amount,
         resource: resource_url,

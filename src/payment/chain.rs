@@ -1,11 +1,11 @@
-//! One EVM chain over JSON-RPC: the reads verification needs (balance, nonce state, a simulated
-//! transfer), the log search that proves a payment landed, and the relayer that submits
-//! `transferWithAuthorization` with Tariff's own gas key.
+//! One EVM chain over JSON-RPC, independent of any payment scheme: ERC-20 balances, view calls,
+//! simulations, the log and receipt reads that prove a payment landed, and the relayer that
+//! submits settlements with Tariff's own gas key. What to call is each scheme's business.
 
 use std::time::Duration;
 
 use alloy::network::{EthereumWallet, TransactionBuilder};
-use alloy::primitives::{Address, B256, Bytes, U256};
+use alloy::primitives::{Address, B256, U256};
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
 use alloy::rpc::types::{BlockNumberOrTag, Filter, TransactionRequest};
 use alloy::signers::local::PrivateKeySigner;
@@ -15,20 +15,18 @@ use alloy::transports::{RpcError, TransportErrorKind};
 use tokio::sync::Mutex;
 
 use super::PaymentError;
-use super::eip3009::Authorization;
 
-// The generated call builders mirror the contract's 9-argument functions.
+/// Told the hash of a settlement the node accepted, before its receipt is awaited: the caller
+/// records it durably, so a crash while waiting leaves a hash to look up.
+#[async_trait::async_trait]
+pub trait Broadcast: Sync {
+    async fn broadcast(&self, tx: B256);
+}
+
 sol! {
     #[sol(rpc)]
-    #[allow(clippy::too_many_arguments)]
-    interface IEIP3009 {
+    interface IERC20 {
         function balanceOf(address account) external view returns (uint256);
-        function authorizationState(address authorizer, bytes32 nonce) external view returns (bool);
-        function transferWithAuthorization(address from, address to, uint256 value,
-            uint256 validAfter, uint256 validBefore, bytes32 nonce, uint8 v, bytes32 r, bytes32 s) external;
-        function transferWithAuthorization(address from, address to, uint256 value,
-            uint256 validAfter, uint256 validBefore, bytes32 nonce, bytes signature) external;
-        event AuthorizationUsed(address indexed authorizer, bytes32 indexed nonce);
         event Transfer(address indexed from, address indexed to, uint256 value);
     }
 }
@@ -73,39 +71,6 @@ fn revert_reason(e: &RpcError<TransportErrorKind>) -> Option<String> {
     Some(decoded.unwrap_or_else(|| resp.message.to_string()))
 }
 
-/// The `transferWithAuthorization` call for `auth`: the `(v, r, s)` overload for an EOA
-/// signature, the `bytes` one (ERC-1271 wallets) otherwise.
-fn transfer_call(token: Address, auth: &Authorization) -> TransactionRequest {
-    let m = &auth.message;
-    let data = match auth.vrs() {
-        Some((v, r, s)) => IEIP3009::transferWithAuthorization_0Call {
-            from: m.from,
-            to: m.to,
-            value: m.value,
-            validAfter: m.validAfter,
-            validBefore: m.validBefore,
-            nonce: m.nonce,
-            v,
-            r,
-            s,
-        }
-        .abi_encode(),
-        None => IEIP3009::transferWithAuthorization_1Call {
-            from: m.from,
-            to: m.to,
-            value: m.value,
-            validAfter: m.validAfter,
-            validBefore: m.validBefore,
-            nonce: m.nonce,
-            signature: Bytes::from(auth.signature.clone()),
-        }
-        .abi_encode(),
-    };
-    TransactionRequest::default()
-        .with_to(token)
-        .with_input(data)
-}
-
 impl Chain {
     /// A read-only client. `timeout` bounds every RPC call.
     pub fn connect(url: &str, chain_id: u64, timeout: Duration) -> Result<Chain, String> {
@@ -124,24 +89,20 @@ impl Chain {
     }
 
     pub async fn balance_of(&self, token: Address, who: Address) -> Result<U256, PaymentError> {
-        IEIP3009::new(token, &self.provider)
+        IERC20::new(token, &self.provider)
             .balanceOf(who)
             .call()
             .await
             .map_err(rpc_down)
     }
 
-    /// Whether `(from, nonce)` was used (or cancelled) on `token`.
-    pub async fn authorization_used(
-        &self,
-        token: Address,
-        auth: &Authorization,
-    ) -> Result<bool, PaymentError> {
-        IEIP3009::new(token, &self.provider)
-            .authorizationState(auth.payer(), auth.message.nonce)
-            .call()
-            .await
-            .map_err(rpc_down)
+    /// One `eth_call` of a view function on `to`.
+    pub async fn read<C: SolCall>(&self, to: Address, call: C) -> Result<C::Return, PaymentError> {
+        let tx = TransactionRequest::default()
+            .with_to(to)
+            .with_input(call.abi_encode());
+        let out = self.provider.call(tx).await.map_err(rpc_down)?;
+        C::abi_decode_returns(&out).map_err(rpc_down)
     }
 
     pub async fn latest_block(&self) -> Result<(u64, u64), PaymentError> {
@@ -154,19 +115,13 @@ impl Chain {
         Ok((block.header.number, block.header.timestamp))
     }
 
-    /// Runs the transfer with `eth_call`: the token itself judges the signature (including
+    /// Runs a settlement with `eth_call`: the contract itself judges the signature (including
     /// ERC-1271 wallets), the balance, the nonce and the time window. `Ok(Err(reason))` is the
-    /// token's refusal; `Err` is an RPC outage.
+    /// contract's refusal; `Err` is an RPC outage.
     pub async fn simulate(
         &self,
-        token: Address,
-        auth: &Authorization,
-        caller: Option<Address>,
+        tx: TransactionRequest,
     ) -> Result<Result<(), String>, PaymentError> {
-        let mut tx = transfer_call(token, auth);
-        if let Some(c) = caller {
-            tx = tx.with_from(c);
-        }
         match self.provider.call(tx).await {
             Ok(_) => Ok(Ok(())),
             Err(e) => match revert_reason(&e) {
@@ -176,15 +131,13 @@ impl Chain {
         }
     }
 
-    /// Where `(from, nonce)` was used on `token`, from its `AuthorizationUsed` log, searching
-    /// from `from_block` (or the recent past). A used authorization with no such log was
-    /// cancelled, not spent.
-    pub async fn find_landed(
+    /// The transaction of the first log matching `filter`, searching from `from_block` (or the
+    /// recent past when the block is not known).
+    pub async fn first_log_tx(
         &self,
-        token: Address,
-        auth: &Authorization,
+        filter: Filter,
         from_block: Option<u64>,
-    ) -> Result<Option<Landed>, PaymentError> {
+    ) -> Result<Option<B256>, PaymentError> {
         let start = match from_block {
             Some(b) => b,
             None => self
@@ -193,27 +146,22 @@ impl Chain {
                 .0
                 .saturating_sub(LOG_LOOKBACK_BLOCKS),
         };
-        let filter = Filter::new()
-            .address(token)
-            .event_signature(IEIP3009::AuthorizationUsed::SIGNATURE_HASH)
-            .topic1(auth.payer().into_word())
-            .topic2(auth.message.nonce)
-            .from_block(start);
-        let logs = self.provider.get_logs(&filter).await.map_err(rpc_down)?;
-        Ok(logs.first().and_then(|log| {
-            Some(Landed {
-                tx: log.transaction_hash?,
-                block: log.block_number?,
-            })
-        }))
+        let logs = self
+            .provider
+            .get_logs(&filter.from_block(start))
+            .await
+            .map_err(rpc_down)?;
+        Ok(logs.first().and_then(|log| log.transaction_hash))
     }
 
-    /// Whether transaction `tx` moved exactly `auth.value` of `token` from the payer to `to`:
-    /// the proof that a payment someone else submitted reached us.
+    /// Whether transaction `tx` succeeded and moved exactly `value` of `token` from `from` to
+    /// `to`: the proof that a payment someone else submitted reached us.
     pub async fn transfer_in_tx(
         &self,
         token: Address,
-        auth: &Authorization,
+        from: Address,
+        to: Address,
+        value: U256,
         tx: B256,
     ) -> Result<bool, PaymentError> {
         let Some(receipt) = self
@@ -229,11 +177,8 @@ impl Chain {
         }
         Ok(receipt.inner.logs().iter().any(|log| {
             log.address() == token
-                && IEIP3009::Transfer::decode_log(&log.inner).is_ok_and(|t| {
-                    t.from == auth.payer()
-                        && t.to == auth.message.to
-                        && t.value == auth.message.value
-                })
+                && IERC20::Transfer::decode_log(&log.inner)
+                    .is_ok_and(|t| t.from == from && t.to == to && t.value == value)
         }))
     }
 }
@@ -308,19 +253,14 @@ impl Relayer {
     /// Broadcasts the transfer and waits for its receipt. `on_broadcast` runs with the
     /// transaction hash once the node accepted it, before waiting: the caller records it
     /// durably, so a crash while waiting leaves a hash to look up.
-    pub async fn submit<F, Fut>(
+    pub async fn submit(
         &self,
-        token: Address,
-        auth: &Authorization,
-        on_broadcast: F,
-    ) -> Result<Submitted, PaymentError>
-    where
-        F: FnOnce(B256) -> Fut,
-        Fut: std::future::Future<Output = Result<(), PaymentError>>,
-    {
+        tx: TransactionRequest,
+        on_broadcast: &dyn Broadcast,
+    ) -> Result<Submitted, PaymentError> {
         // Gas and fees are estimated before taking the nonce lock, so the lock covers only the
         // broadcast itself (one round trip) and concurrent settlements do not queue on estimates.
-        let tx = transfer_call(token, auth).with_from(self.address);
+        let tx = tx.with_from(self.address);
         let gas = match self.signing.estimate_gas(tx.clone()).await {
             Ok(g) => g,
             Err(e) => {
@@ -368,7 +308,7 @@ impl Relayer {
             }
         };
         let tx = *pending.tx_hash();
-        on_broadcast(tx).await?;
+        on_broadcast.broadcast(tx).await;
         let receipt = pending
             .with_required_confirmations(self.confirmations)
             .with_timeout(Some(self.receipt_timeout))

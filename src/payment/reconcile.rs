@@ -4,17 +4,17 @@
 //!
 //! For each open payment older than the grace period:
 //! * `settled` → write the ledger credit (it landed; the request that settled it is gone).
-//! * `claimed`/`submitted` → ask the chain. Authorization used and an `AuthorizationUsed` log
-//!   whose transaction paid us → settled, then credited (credit only: the request was never
+//! * `claimed`/`submitted` → ask the chain ([`resolve::open_payment`], through the payment's
+//!   scheme). Authorization used by a transaction that paid us → settled, then credited (credit only: the request was never
 //!   served, so the payer keeps the credits). Used without such a log → the payer cancelled
 //!   it → failed. Unused and expired by chain time → it can never move → failed. Unused and
 //!   still valid → left for the next pass.
 
-use alloy::primitives::{Address, B256, U256};
 use serde::Serialize;
 
-use super::eip3009::{Authorization, TransferWithAuthorization};
 use super::record::{PaymentRow, Status};
+use super::resolve::{self, OnChain, Resolution};
+use super::scheme::{self, Terms};
 use super::{CreditTarget, PaymentError, Payments};
 use crate::x402::Network;
 
@@ -77,56 +77,47 @@ impl Payments {
             // Facilitator mode without an RPC: nothing to ask. Operators see it in the counts.
             return Ok(Outcome::Open);
         };
-        let token: Address = row
-            .asset
-            .parse()
-            .map_err(|_| PaymentError::Internal("stored asset".into()))?;
-        let auth = stored_authorization(row)?;
+        let payment = scheme::for_record(&row.authorization).restore(&row.authorization)?;
+        let terms = row_terms(row, chain.chain_id)?;
+        let ev = OnChain {
+            chain,
+            payment: payment.as_ref(),
+            terms: &terms,
+        };
         let now = self.clock.now();
-        if chain.authorization_used(token, &auth).await? {
-            if let Some(landed) = chain.find_landed(token, &auth, row.from_block).await?
-                && chain.transfer_in_tx(token, &auth, landed.tx).await?
-            {
-                let tx = format!("{:#x}", landed.tx);
+        match resolve::open_payment(&ev, row.from_block, row.valid_before).await? {
+            Resolution::Landed(tx) => {
                 self.store.settled(&row.id, &tx, now).await?;
                 self.credit(&CreditTarget::of_row(row, tx), false).await?;
-                return Ok(Outcome::Credited);
+                Ok(Outcome::Credited)
             }
-            self.store
-                .failed(&row.id, "authorization_canceled", now)
-                .await?;
-            return Ok(Outcome::Failed);
+            Resolution::Cancelled => {
+                self.store
+                    .failed(&row.id, "authorization_canceled", now)
+                    .await?;
+                Ok(Outcome::Failed)
+            }
+            Resolution::Expired => {
+                self.store
+                    .failed(&row.id, "authorization_expired", now)
+                    .await?;
+                Ok(Outcome::Failed)
+            }
+            Resolution::Open => Ok(Outcome::Open),
         }
-        let (_, chain_time) = chain.latest_block().await?;
-        // The token accepts the transfer only while block.timestamp < validBefore.
-        if chain_time >= row.valid_before {
-            self.store
-                .failed(&row.id, "authorization_expired", now)
-                .await?;
-            return Ok(Outcome::Failed);
-        }
-        Ok(Outcome::Open)
     }
 }
 
-fn stored_authorization(row: &PaymentRow) -> Result<Authorization, PaymentError> {
-    let a = &row.authorization;
+/// The terms a stored payment was made on, as far as the chain reads need them: the token, the
+/// payee and the amount (the EIP-712 domain was checked when it was claimed).
+fn row_terms(row: &PaymentRow, chain_id: u64) -> Result<Terms, PaymentError> {
     let bad = |what: &str| PaymentError::Internal(format!("payment {}: stored {what}", row.id));
-    let u = |s: &str, what: &str| s.parse::<U256>().map_err(|_| bad(what));
-    let signature = a
-        .signature
-        .strip_prefix("0x")
-        .and_then(|h| hex::decode(h).ok())
-        .ok_or_else(|| bad("signature"))?;
-    Ok(Authorization {
-        message: TransferWithAuthorization {
-            from: a.from.parse().map_err(|_| bad("from"))?,
-            to: a.to.parse().map_err(|_| bad("to"))?,
-            value: u(&a.value, "value")?,
-            validAfter: u(&a.valid_after, "validAfter")?,
-            validBefore: u(&a.valid_before, "validBefore")?,
-            nonce: a.nonce.parse::<B256>().map_err(|_| bad("nonce"))?,
-        },
-        signature,
+    Ok(Terms {
+        chain_id,
+        asset: row.asset.parse().map_err(|_| bad("asset"))?,
+        pay_to: row.pay_to.parse().map_err(|_| bad("payTo"))?,
+        amount: row.amount.parse().map_err(|_| bad("amount"))?,
+        eip712_name: String::new(),
+        eip712_version: String::new(),
     })
 }

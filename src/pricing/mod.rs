@@ -9,4 +9,6 @@ pub mod route_path;
 pub mod rules;
 
 pub use reload::RulesHandle;
-pub use rules::{Decision, LoadOptions, PricingError, Route, RuleError, RuleErrors, RuleSet};
+pub use rules::{
+    Decision, LoadOptions, PricingError, Route, RuleError, RuleErrors, RuleSet, SettleTiming,
+};

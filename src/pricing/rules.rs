@@ -80,6 +80,18 @@ pub struct RuleSet {
     pub files: Vec<PathBuf>,
 }
 
+/// When a paid request's payment is settled, relative to calling the upstream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SettleTiming {
+    /// Settle, then serve: nobody gets the answer unpaid (the default).
+    #[default]
+    Before,
+    /// Call the upstream first and settle only after a successful answer, which is held back
+    /// until the money has moved (not served if settlement fails).
+    After,
+}
+
 #[derive(Debug)]
 pub struct Route {
     pub id: String,
@@ -98,7 +110,7 @@ pub struct Route {
     pub rules: Vec<Rule>,
     /// When an on-chain payment for this route is settled: before calling the upstream (the
     /// default) or after a successful answer, which is held back until the money moved.
-    pub settle: crate::config::SettleTiming,
+    pub settle: SettleTiming,
 }
 
 #[derive(Debug)]
@@ -168,7 +180,7 @@ struct RawRoute {
     mime_type: Option<String>,
     discovery: Option<Discovery>,
     #[serde(default)]
-    settle: crate::config::SettleTiming,
+    settle: SettleTiming,
     #[serde(default, rename = "rule")]
     rules: Vec<RawRule>,
     #[serde(default, rename = "sample")]

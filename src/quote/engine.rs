@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::memory::MemoryQuoteStore;
 use super::model::{Offer, Quote, QuoteId, RequestHash, RuleRef};
 use super::store::{AnyQuoteStore, QuoteStore, StoreError};
-use crate::config::NetworkTerms;
+use super::terms::PaymentTerms;
 use crate::money::UsdMicros;
 use crate::time::Clock;
 
@@ -26,7 +26,7 @@ pub struct QuoteEngine {
     /// hash has seen the same quote, until the expiry it carries (which the cache honours). A
     /// repeated request then costs no round trip.
     pub local: Option<MemoryQuoteStore>,
-    pub terms: Vec<NetworkTerms>,
+    pub terms: Vec<PaymentTerms>,
     pub ttl_seconds: u64,
     pub clock: Clock,
 }
@@ -50,7 +50,7 @@ impl QuoteEngine {
     /// The engine for a store; a shared (Redis) store gets a local cache of `cache_capacity`.
     pub fn new(
         store: AnyQuoteStore,
-        terms: Vec<NetworkTerms>,
+        terms: Vec<PaymentTerms>,
         ttl_seconds: u64,
         clock: Clock,
         cache_capacity: usize,

@@ -7,6 +7,7 @@ pub mod memory;
 pub mod model;
 pub mod redis_store;
 pub mod store;
+pub mod terms;
 
 pub use engine::{IssueError, Issued, QuoteEngine, QuoteRequest};
 pub use fingerprint::{CanonicalBody, CanonicalRequest, FingerprintKey, fingerprint};
@@ -14,3 +15,4 @@ pub use memory::MemoryQuoteStore;
 pub use model::{Offer, Quote, QuoteId, RequestHash, RuleRef};
 pub use redis_store::RedisQuoteStore;
 pub use store::{AnyQuoteStore, QuoteStore, StoreError};
+pub use terms::PaymentTerms;

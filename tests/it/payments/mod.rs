@@ -20,7 +20,8 @@ use axum::http::Request;
 use base64::Engine;
 use serde_json::{Value, json};
 use tariff::ledger::{AccountId, TransferKind};
-use tariff::payment::eip3009::{Terms, TransferWithAuthorization};
+use tariff::payment::scheme::Terms;
+use tariff::payment::scheme::exact_eip3009::TransferWithAuthorization;
 
 use crate::harness::{Reply, TestApp, repo_rules};
 use crate::support::AnvilNode;
@@ -198,7 +199,7 @@ impl Draft {
             nonce: self.nonce,
         };
         let signer = self.signer.as_ref().unwrap_or(payer);
-        let hash = message.eip712_signing_hash(&self.terms.domain());
+        let hash = message.eip712_signing_hash(&self.terms.token_domain());
         let signature = self.signature.clone().unwrap_or_else(|| {
             format!(
                 "0x{}",

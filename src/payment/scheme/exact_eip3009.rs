@@ -1,14 +1,38 @@
-//! EIP-3009 `transferWithAuthorization`: the EIP-712 message, and the checks that need no
-//! chain (signature, payee, amount, time window). Pure and cheap (~one ECDSA recovery), so it
-//! runs before anything costs a round trip.
+//! The `exact` scheme with EIP-3009 `transferWithAuthorization` (USDC and other tokens that
+//! implement it): the EIP-712 message, the checks that need no chain (signature, payee, amount,
+//! time window), the token's nonce state and `AuthorizationUsed` log, and the settling call.
 
-use alloy::primitives::{Address, B256, Signature, U256};
+use alloy::network::TransactionBuilder;
+use alloy::primitives::{Address, B256, Bytes, Signature, U256};
+use alloy::rpc::types::{Filter, TransactionRequest};
 use alloy::sol;
-use alloy::sol_types::{Eip712Domain, SolStruct};
+use alloy::sol_types::{SolCall, SolEvent, SolStruct};
+use async_trait::async_trait;
+use serde_json::{Map, Value};
 
-use super::PaymentError;
+use super::{Scheme, SchemePayment, Terms};
+use crate::payment::PaymentError;
+use crate::payment::chain::Chain;
+use crate::payment::record::StoredAuthorization;
 use crate::quote::Offer;
-use crate::x402::exact_evm::ValidatedExactEvm;
+use crate::x402::exact_evm::{ExactEvmPayload, ValidatedExactEvm};
+
+/// `extra.assetTransferMethod` of this scheme (the default when absent).
+pub const METHOD: &str = "eip3009";
+
+// The generated call builders mirror the contract's 9-argument functions.
+sol! {
+    #[sol(rpc)]
+    #[allow(clippy::too_many_arguments)]
+    interface IEIP3009 {
+        function authorizationState(address authorizer, bytes32 nonce) external view returns (bool);
+        function transferWithAuthorization(address from, address to, uint256 value,
+            uint256 validAfter, uint256 validBefore, bytes32 nonce, uint8 v, bytes32 r, bytes32 s) external;
+        function transferWithAuthorization(address from, address to, uint256 value,
+            uint256 validAfter, uint256 validBefore, bytes32 nonce, bytes signature) external;
+        event AuthorizationUsed(address indexed authorizer, bytes32 indexed nonce);
+    }
+}
 
 sol! {
     /// Field names, types and order are the token's TYPEHASH; anything else signs another message.
@@ -26,43 +50,6 @@ sol! {
 /// Seconds an authorization must stay valid beyond now: the settlement transaction needs a block
 /// (the x402 reference facilitators use the same margin).
 pub const VALID_BEFORE_MARGIN_SECS: u64 = 6;
-
-/// What an offer asks for, decoded: the EIP-712 domain and the transfer it must authorize.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Terms {
-    pub chain_id: u64,
-    pub asset: Address,
-    pub pay_to: Address,
-    pub amount: U256,
-    pub eip712_name: String,
-    pub eip712_version: String,
-}
-
-impl Terms {
-    /// The terms of a stored offer. Offers come from validated configuration, so a failure here
-    /// is a server fault, not the payer's.
-    pub fn of_offer(offer: &Offer) -> Result<Terms, PaymentError> {
-        let bad = |what: &str| PaymentError::Internal(format!("offer has an invalid {what}"));
-        Ok(Terms {
-            chain_id: offer.network.chain_id().ok_or_else(|| bad("network"))?,
-            asset: offer.asset.parse().map_err(|_| bad("asset"))?,
-            pay_to: offer.pay_to.parse().map_err(|_| bad("payTo"))?,
-            amount: offer.amount.parse().map_err(|_| bad("amount"))?,
-            eip712_name: offer.eip712_name.clone(),
-            eip712_version: offer.eip712_version.clone(),
-        })
-    }
-
-    pub fn domain(&self) -> Eip712Domain {
-        Eip712Domain::new(
-            Some(self.eip712_name.clone().into()),
-            Some(self.eip712_version.clone().into()),
-            Some(U256::from(self.chain_id)),
-            Some(self.asset),
-            None,
-        )
-    }
-}
 
 /// A payer's authorization in chain types.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -86,12 +73,8 @@ impl Authorization {
         }
     }
 
-    pub fn payer(&self) -> Address {
-        self.message.from
-    }
-
     pub fn signing_hash(&self, terms: &Terms) -> B256 {
-        self.message.eip712_signing_hash(&terms.domain())
+        self.message.eip712_signing_hash(&terms.token_domain())
     }
 
     /// An EOA signature split for the `(v, r, s)` overload; `None` for a smart-wallet signature.
@@ -104,10 +87,6 @@ impl Authorization {
         (self.signature.len() == 65)
             .then(|| Signature::try_from(self.signature.as_slice()).ok())
             .flatten()
-    }
-
-    pub fn valid_before(&self) -> u64 {
-        self.message.validBefore.saturating_to()
     }
 }
 
@@ -201,6 +180,212 @@ fn check_signature(auth: &Authorization, terms: &Terms) -> Result<SignatureCheck
         ));
     }
     Ok(SignatureCheck::Recovered)
+}
+
+/// The `exact` scheme paid with EIP-3009.
+#[derive(Debug)]
+pub struct ExactEip3009;
+
+impl Scheme for ExactEip3009 {
+    fn name(&self) -> &'static str {
+        "exact"
+    }
+
+    fn transfer_method(&self) -> &'static str {
+        METHOD
+    }
+
+    /// The token's EIP-712 domain name and version, which the client signs over. The official
+    /// TS server omits `assetTransferMethod` for EIP-3009 (it is the default), and so do we:
+    /// v2 clients echo `extra` verbatim, so both spellings must not be mixed.
+    fn extra(&self, offer: &Offer) -> Map<String, Value> {
+        let mut extra = Map::new();
+        extra.insert("name".into(), Value::String(offer.eip712_name.clone()));
+        extra.insert(
+            "version".into(),
+            Value::String(offer.eip712_version.clone()),
+        );
+        extra
+    }
+
+    fn parse(&self, payload: &Value) -> Result<Box<dyn SchemePayment>, PaymentError> {
+        let exact = ExactEvmPayload::from_value(payload)
+            .and_then(|p| p.validate())
+            .map_err(|e| PaymentError::Malformed {
+                reason: e.code(),
+                detail: e.to_string(),
+            })?;
+        Ok(Box::new(Authorization::from_validated(&exact)))
+    }
+
+    fn restore(&self, a: &StoredAuthorization) -> Result<Box<dyn SchemePayment>, PaymentError> {
+        let bad = |what: &str| PaymentError::Internal(format!("stored authorization: {what}"));
+        let u = |s: &str, what: &str| s.parse::<U256>().map_err(|_| bad(what));
+        let signature = a
+            .signature
+            .strip_prefix("0x")
+            .and_then(|h| hex::decode(h).ok())
+            .ok_or_else(|| bad("signature"))?;
+        Ok(Box::new(Authorization {
+            message: TransferWithAuthorization {
+                from: a.from.parse().map_err(|_| bad("from"))?,
+                to: a.to.parse().map_err(|_| bad("to"))?,
+                value: u(&a.value, "value")?,
+                validAfter: u(&a.valid_after, "validAfter")?,
+                validBefore: u(&a.valid_before, "validBefore")?,
+                nonce: a.nonce.parse::<B256>().map_err(|_| bad("nonce"))?,
+            },
+            signature,
+        }))
+    }
+}
+
+#[async_trait]
+impl SchemePayment for Authorization {
+    fn payer(&self) -> Address {
+        self.message.from
+    }
+
+    fn nonce(&self) -> String {
+        format!("{:#x}", self.message.nonce)
+    }
+
+    fn amount(&self) -> U256 {
+        self.message.value
+    }
+
+    fn valid_before(&self) -> u64 {
+        self.message.validBefore.saturating_to()
+    }
+
+    fn stored(&self) -> StoredAuthorization {
+        let m = &self.message;
+        StoredAuthorization {
+            from: format!("{:#x}", m.from),
+            to: format!("{:#x}", m.to),
+            value: m.value.to_string(),
+            valid_after: m.validAfter.to_string(),
+            valid_before: m.validBefore.to_string(),
+            nonce: format!("{:#x}", m.nonce),
+            signature: format!("0x{}", hex::encode(&self.signature)),
+        }
+    }
+
+    fn check(&self, terms: &Terms, now_secs: u64) -> Result<(), PaymentError> {
+        check(self, terms, now_secs).map(|_| ())
+    }
+
+    /// The `(v, r, s)` overload for an EOA signature, the `bytes` one (ERC-1271 wallets)
+    /// otherwise.
+    fn settle_call(&self, terms: &Terms) -> TransactionRequest {
+        let m = &self.message;
+        let data = match self.vrs() {
+            Some((v, r, s)) => IEIP3009::transferWithAuthorization_0Call {
+                from: m.from,
+                to: m.to,
+                value: m.value,
+                validAfter: m.validAfter,
+                validBefore: m.validBefore,
+                nonce: m.nonce,
+                v,
+                r,
+                s,
+            }
+            .abi_encode(),
+            None => IEIP3009::transferWithAuthorization_1Call {
+                from: m.from,
+                to: m.to,
+                value: m.value,
+                validAfter: m.validAfter,
+                validBefore: m.validBefore,
+                nonce: m.nonce,
+                signature: Bytes::from(self.signature.clone()),
+            }
+            .abi_encode(),
+        };
+        TransactionRequest::default()
+            .with_to(terms.asset)
+            .with_input(data)
+    }
+
+    /// Balance, nonce state and a simulated transfer, in one parallel round trip. The token
+    /// itself judges the signature in the simulation, which is what verifies ERC-1271 wallets.
+    async fn preflight(
+        &self,
+        chain: &Chain,
+        terms: &Terms,
+        caller: Address,
+    ) -> Result<(), PaymentError> {
+        let (sim, used, balance) = tokio::join!(
+            chain.simulate(self.settle_call(terms).with_from(caller)),
+            self.used(chain, terms),
+            chain.balance_of(terms.asset, self.payer()),
+        );
+        if used? {
+            return Err(PaymentError::invalid(
+                "invalid_exact_evm_nonce_already_used",
+                format!(
+                    "authorization nonce {} of {} was already used or cancelled on chain",
+                    self.message.nonce,
+                    self.payer()
+                ),
+            ));
+        }
+        if balance? < self.message.value {
+            return Err(PaymentError::invalid(
+                "insufficient_funds",
+                format!("{} holds less than {}", self.payer(), self.message.value),
+            ));
+        }
+        if let Err(reason) = sim? {
+            return Err(PaymentError::invalid(
+                "invalid_exact_evm_transaction_simulation_failed",
+                format!("the token refuses the transfer: {reason}"),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn used(&self, chain: &Chain, terms: &Terms) -> Result<bool, PaymentError> {
+        chain
+            .read(
+                terms.asset,
+                IEIP3009::authorizationStateCall {
+                    authorizer: self.payer(),
+                    nonce: self.message.nonce,
+                },
+            )
+            .await
+    }
+
+    /// The `AuthorizationUsed(from, nonce)` log names the transaction; its receipt must show the
+    /// token moving exactly `value` from the payer to payTo (a cancellation emits a different
+    /// event, and a used authorization with no such log was cancelled, not spent).
+    async fn landed(
+        &self,
+        chain: &Chain,
+        terms: &Terms,
+        from_block: Option<u64>,
+    ) -> Result<Option<B256>, PaymentError> {
+        let filter = Filter::new()
+            .address(terms.asset)
+            .event_signature(IEIP3009::AuthorizationUsed::SIGNATURE_HASH)
+            .topic1(self.payer().into_word())
+            .topic2(self.message.nonce);
+        let Some(tx) = chain.first_log_tx(filter, from_block).await? else {
+            return Ok(None);
+        };
+        let paid = chain
+            .transfer_in_tx(
+                terms.asset,
+                self.payer(),
+                terms.pay_to,
+                self.message.value,
+                tx,
+            )
+            .await?;
+        Ok(paid.then_some(tx))
+    }
 }
 
 #[cfg(test)]

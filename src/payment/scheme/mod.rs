@@ -1,0 +1,153 @@
+//! Payment schemes: one file per way of paying (`exact` with EIP-3009 today), each behind
+//! [`Scheme`] (what is advertised in a 402, how a payload is parsed and checked) and
+//! [`SchemePayment`] (one parsed payment: its claim key, its local checks, its chain reads and the
+//! transaction that settles it).
+//!
+//! Everything above this module (matching, claiming, settling, reconciling) is written once
+//! against these two traits, so a new scheme is a new file here and a line in [`registry`].
+
+pub mod exact_eip3009;
+
+use std::fmt::Debug;
+
+use alloy::primitives::{Address, B256, U256};
+use alloy::rpc::types::TransactionRequest;
+use alloy::sol_types::Eip712Domain;
+use async_trait::async_trait;
+use serde_json::{Map, Value};
+
+use super::PaymentError;
+use super::chain::Chain;
+use super::record::StoredAuthorization;
+use crate::quote::Offer;
+
+/// What an offer asks for, decoded into chain types: the asset's EIP-712 domain and the
+/// transfer a payment must make.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Terms {
+    pub chain_id: u64,
+    pub asset: Address,
+    pub pay_to: Address,
+    pub amount: U256,
+    pub eip712_name: String,
+    pub eip712_version: String,
+}
+
+impl Terms {
+    /// The terms of a stored offer. Offers come from validated configuration, so a failure here
+    /// is a server fault, not the payer's.
+    pub fn of_offer(offer: &Offer) -> Result<Terms, PaymentError> {
+        let bad = |what: &str| PaymentError::Internal(format!("offer has an invalid {what}"));
+        Ok(Terms {
+            chain_id: offer.network.chain_id().ok_or_else(|| bad("network"))?,
+            asset: offer.asset.parse().map_err(|_| bad("asset"))?,
+            pay_to: offer.pay_to.parse().map_err(|_| bad("payTo"))?,
+            amount: offer.amount.parse().map_err(|_| bad("amount"))?,
+            eip712_name: offer.eip712_name.clone(),
+            eip712_version: offer.eip712_version.clone(),
+        })
+    }
+
+    /// The token's own EIP-712 domain (what EIP-3009 and EIP-2612 signatures are made over).
+    pub fn token_domain(&self) -> Eip712Domain {
+        Eip712Domain::new(
+            Some(self.eip712_name.clone().into()),
+            Some(self.eip712_version.clone().into()),
+            Some(U256::from(self.chain_id)),
+            Some(self.asset),
+            None,
+        )
+    }
+}
+
+/// One way of paying, as advertised in a 402 and recognised in a payment.
+pub trait Scheme: Send + Sync + Debug {
+    /// The x402 scheme name (`exact`, `upto`).
+    fn name(&self) -> &'static str;
+
+    /// `extra.assetTransferMethod` of the EVM `exact` scheme (`eip3009`, `permit2`).
+    fn transfer_method(&self) -> &'static str;
+
+    /// The scheme's part of a requirement's `extra` for `offer` (the quote id is added by the
+    /// caller).
+    fn extra(&self, offer: &Offer) -> Map<String, Value>;
+
+    /// Parses the scheme's `payload` strictly. A malformed payload is the payer's fault:
+    /// [`PaymentError::Malformed`].
+    fn parse(&self, payload: &Value) -> Result<Box<dyn SchemePayment>, PaymentError>;
+
+    /// Rebuilds a payment from its durable record (for the reconciler).
+    fn restore(&self, stored: &StoredAuthorization)
+    -> Result<Box<dyn SchemePayment>, PaymentError>;
+}
+
+/// One parsed payment of some scheme.
+#[async_trait]
+pub trait SchemePayment: Send + Sync + Debug {
+    /// Who pays (the signer).
+    fn payer(&self) -> Address;
+
+    /// The single-use nonce in its canonical (lowercase) spelling: with network, asset and
+    /// payer it is the claim key, so each authorization is taken once.
+    fn nonce(&self) -> String;
+
+    /// Base units this payment moves when settled.
+    fn amount(&self) -> U256;
+
+    /// Unix seconds from which the chain refuses the authorization.
+    fn valid_before(&self) -> u64;
+
+    /// The durable form, enough to find it on chain and to settle it again.
+    fn stored(&self) -> StoredAuthorization;
+
+    /// The checks that need no chain: signature, payee, amount, time window. Cheap (about one
+    /// ECDSA recovery), so they run before anything costs a round trip.
+    fn check(&self, terms: &Terms, now_secs: u64) -> Result<(), PaymentError>;
+
+    /// The transaction a local relayer sends to settle it.
+    fn settle_call(&self, terms: &Terms) -> TransactionRequest;
+
+    /// Chain checks before claiming (balance, nonce state, a simulated settlement), run as
+    /// `caller` (the relayer).
+    async fn preflight(
+        &self,
+        chain: &Chain,
+        terms: &Terms,
+        caller: Address,
+    ) -> Result<(), PaymentError>;
+
+    /// Whether the chain has consumed (or cancelled) this authorization.
+    async fn used(&self, chain: &Chain, terms: &Terms) -> Result<bool, PaymentError>;
+
+    /// The transaction that consumed the authorization, if it moved exactly this payment to
+    /// `terms.pay_to`; searching logs from `from_block` (or the recent past).
+    async fn landed(
+        &self,
+        chain: &Chain,
+        terms: &Terms,
+        from_block: Option<u64>,
+    ) -> Result<Option<B256>, PaymentError>;
+}
+
+/// The schemes this server takes.
+pub fn registry() -> &'static [&'static dyn Scheme] {
+    &[&exact_eip3009::ExactEip3009]
+}
+
+/// The scheme a payment names (`accepted.scheme` and `accepted.extra.assetTransferMethod` in
+/// v2; the scheme alone in v1, where only the default transfer method exists).
+pub fn by_wire(name: &str, transfer_method: Option<&str>) -> Option<&'static dyn Scheme> {
+    registry().iter().copied().find(|s| {
+        s.name() == name && transfer_method.unwrap_or(exact_eip3009::METHOD) == s.transfer_method()
+    })
+}
+
+/// The scheme an offer is advertised with.
+pub fn for_offer(_offer: &Offer) -> &'static dyn Scheme {
+    &exact_eip3009::ExactEip3009
+}
+
+/// The scheme a stored payment was made with.
+pub fn for_record(_stored: &StoredAuthorization) -> &'static dyn Scheme {
+    &exact_eip3009::ExactEip3009
+}
