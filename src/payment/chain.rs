@@ -27,9 +27,12 @@ sol! {
     #[sol(rpc)]
     interface IERC20 {
         function balanceOf(address account) external view returns (uint256);
+        function allowance(address owner, address spender) external view returns (uint256);
         event Transfer(address indexed from, address indexed to, uint256 value);
     }
 }
+
+pub use IERC20::Transfer as Erc20Transfer;
 
 /// How far back a landed authorization is searched for when its block is not known.
 const LOG_LOOKBACK_BLOCKS: u64 = 50_000;
@@ -96,6 +99,19 @@ impl Chain {
             .map_err(rpc_down)
     }
 
+    pub async fn allowance(
+        &self,
+        token: Address,
+        owner: Address,
+        spender: Address,
+    ) -> Result<U256, PaymentError> {
+        IERC20::new(token, &self.provider)
+            .allowance(owner, spender)
+            .call()
+            .await
+            .map_err(rpc_down)
+    }
+
     /// One `eth_call` of a view function on `to`.
     pub async fn read<C: SolCall>(&self, to: Address, call: C) -> Result<C::Return, PaymentError> {
         let tx = TransactionRequest::default()
@@ -152,6 +168,52 @@ impl Chain {
             .await
             .map_err(rpc_down)?;
         Ok(logs.first().and_then(|log| log.transaction_hash))
+    }
+
+    /// The transactions of every log matching `filter` (oldest first), from `from_block` or
+    /// the recent past.
+    pub async fn log_txs(
+        &self,
+        filter: Filter,
+        from_block: Option<u64>,
+    ) -> Result<Vec<B256>, PaymentError> {
+        let start = match from_block {
+            Some(b) => b,
+            None => self
+                .latest_block()
+                .await?
+                .0
+                .saturating_sub(LOG_LOOKBACK_BLOCKS),
+        };
+        let logs = self
+            .provider
+            .get_logs(&filter.from_block(start))
+            .await
+            .map_err(rpc_down)?;
+        Ok(logs.iter().filter_map(|l| l.transaction_hash).collect())
+    }
+
+    /// Whether transaction `tx` succeeded and emitted a log from `emitter` with topic0 `event`.
+    pub async fn tx_emitted(
+        &self,
+        tx: B256,
+        emitter: Address,
+        event: B256,
+    ) -> Result<bool, PaymentError> {
+        let Some(receipt) = self
+            .provider
+            .get_transaction_receipt(tx)
+            .await
+            .map_err(rpc_down)?
+        else {
+            return Ok(false);
+        };
+        Ok(receipt.status()
+            && receipt
+                .inner
+                .logs()
+                .iter()
+                .any(|log| log.address() == emitter && log.topics().first() == Some(&event)))
     }
 
     /// Whether transaction `tx` succeeded and moved exactly `value` of `token` from `from` to

@@ -77,7 +77,7 @@ impl Payments {
             // Facilitator mode without an RPC: nothing to ask. Operators see it in the counts.
             return Ok(Outcome::Open);
         };
-        let payment = scheme::for_record(&row.authorization).restore(&row.authorization)?;
+        let payment = scheme::for_record(&row.authorization)?.restore(&row.authorization)?;
         let terms = row_terms(row, chain.chain_id)?;
         let ev = OnChain {
             chain,

@@ -63,6 +63,13 @@ pub struct StoredAuthorization {
     pub valid_before: String,
     pub nonce: String,
     pub signature: String,
+    /// `extra.assetTransferMethod` of the scheme; absent for EIP-3009 (rows written before
+    /// other schemes existed have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// The scheme's own payload, for schemes whose message has more than the fields above.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<serde_json::Value>,
 }
 
 /// A new claim.

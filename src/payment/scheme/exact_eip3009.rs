@@ -268,6 +268,8 @@ impl SchemePayment for Authorization {
             valid_before: m.validBefore.to_string(),
             nonce: format!("{:#x}", m.nonce),
             signature: format!("0x{}", hex::encode(&self.signature)),
+            method: None,
+            payload: None,
         }
     }
 

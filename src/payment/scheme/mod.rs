@@ -7,6 +7,7 @@
 //! against these two traits, so a new scheme is a new file here and a line in [`registry`].
 
 pub mod exact_eip3009;
+pub mod exact_permit2;
 
 use std::fmt::Debug;
 
@@ -131,7 +132,7 @@ pub trait SchemePayment: Send + Sync + Debug {
 
 /// The schemes this server takes.
 pub fn registry() -> &'static [&'static dyn Scheme] {
-    &[&exact_eip3009::ExactEip3009]
+    &[&exact_eip3009::ExactEip3009, &exact_permit2::ExactPermit2]
 }
 
 /// The scheme a payment names (`accepted.scheme` and `accepted.extra.assetTransferMethod` in
@@ -148,6 +149,11 @@ pub fn for_offer(_offer: &Offer) -> &'static dyn Scheme {
 }
 
 /// The scheme a stored payment was made with.
-pub fn for_record(_stored: &StoredAuthorization) -> &'static dyn Scheme {
-    &exact_eip3009::ExactEip3009
+pub fn for_record(stored: &StoredAuthorization) -> Result<&'static dyn Scheme, PaymentError> {
+    by_wire("exact", stored.method.as_deref()).ok_or_else(|| {
+        PaymentError::Internal(format!(
+            "stored payment of unknown transfer method {:?}",
+            stored.method
+        ))
+    })
 }

@@ -5,6 +5,7 @@
 mod crash;
 mod hostile;
 mod interop;
+mod permit2;
 mod store;
 mod timing;
 

@@ -1,0 +1,311 @@
+//! The `exact`/Permit2 scheme against real contracts on anvil: our Permit2 (SignatureTransfer
+//! subset) and x402 exact proxy placed at their canonical addresses, and a plain ERC-20 with no
+//! EIP-3009. Exercises the scheme's chain side exactly as the pipeline uses it: the preflight
+//! (allowance first), the proxy settlement by Tariff's relayer, Permit2's nonce bitmap, the
+//! proof that a settlement paid us, and the reconciler's verdict.
+
+use std::time::Duration;
+
+use alloy::primitives::{Address, B256, U256};
+use alloy::signers::SignerSync;
+use alloy::signers::local::PrivateKeySigner;
+use alloy::sol;
+use alloy::sol_types::{SolCall, SolValue};
+use async_trait::async_trait;
+use serde_json::{Value, json};
+use tariff::payment::PaymentError;
+use tariff::payment::chain::{Broadcast, Chain, Relayer, Submitted};
+use tariff::payment::resolve::{self, OnChain, Resolution};
+use tariff::payment::scheme::exact_permit2::{
+    EXACT_PROXY, ExactPermit2, PERMIT2, Permit2Authorization, PermitWitnessTransferFrom,
+    TokenPermissions, Witness,
+};
+use tariff::payment::scheme::{Scheme, SchemePayment, Terms};
+
+use super::{CHAIN_ID, GAS_KEY, PAY_TO};
+use crate::support::{AnvilNode, contract_artifact};
+
+/// anvil dev account 5: the buyer, holding only the plain ERC-20.
+const PAYER_KEY: &str = "0x8b3a350cf5c34c9194ca85829a2df0ec3153be0318b5e2d3348e872092edffba";
+const PRICE: u64 = 20_000;
+
+sol! {
+    function mint(address to, uint256 value) external;
+    function approve(address spender, uint256 value) external returns (bool);
+    function balanceOf(address account) external view returns (uint256);
+}
+
+struct Rig {
+    node: AnvilNode,
+    chain: Chain,
+    relayer: Relayer,
+    token: Address,
+    payer: PrivateKeySigner,
+}
+
+struct NoRecord;
+
+#[async_trait]
+impl Broadcast for NoRecord {
+    async fn broadcast(&self, _tx: B256) {}
+}
+
+fn hex_data(bytes: &[u8]) -> String {
+    format!("0x{}", hex::encode(bytes))
+}
+
+impl Rig {
+    async fn start() -> Rig {
+        let node = AnvilNode::spawn(CHAIN_ID).await;
+        for (address, artifact) in [
+            (PERMIT2, "TestPermit2.runtime.bin"),
+            (EXACT_PROXY, "X402ExactPermit2Proxy.runtime.bin"),
+        ] {
+            let code = format!("0x{}", contract_artifact(artifact).trim());
+            node.rpc("anvil_setCode", json!([format!("{address:#x}"), code]))
+                .await
+                .expect("anvil_setCode");
+        }
+        let deployer = node.accounts().await[0].clone();
+        let args = (
+            "Plain Token".to_string(),
+            "PLAIN".to_string(),
+            U256::from(6u8),
+        )
+            .abi_encode_params();
+        let receipt = node
+            .send_tx(json!({
+                "from": deployer,
+                "data": format!("0x{}{}", contract_artifact("TestERC20.bin").trim(), hex::encode(args)),
+            }))
+            .await;
+        let token: Address = receipt["contractAddress"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let payer: PrivateKeySigner = PAYER_KEY.parse().unwrap();
+        node.send_tx(json!({
+            "from": deployer, "to": format!("{token:#x}"),
+            "data": hex_data(&mintCall { to: payer.address(), value: U256::from(1_000_000u64) }.abi_encode()),
+        }))
+        .await;
+        let url = node.rpc_url();
+        let timeout = Duration::from_secs(5);
+        Rig {
+            chain: Chain::connect(&url, CHAIN_ID, timeout).unwrap(),
+            relayer: Relayer::new(
+                &url,
+                GAS_KEY,
+                1,
+                timeout,
+                Duration::from_secs(30),
+                Duration::from_millis(20),
+            )
+            .unwrap(),
+            node,
+            token,
+            payer,
+        }
+    }
+
+    fn terms(&self) -> Terms {
+        Terms {
+            chain_id: CHAIN_ID,
+            asset: self.token,
+            pay_to: PAY_TO.parse().unwrap(),
+            amount: U256::from(PRICE),
+            eip712_name: String::new(),
+            eip712_version: String::new(),
+        }
+    }
+
+    async fn approve_permit2(&self) {
+        self.node
+            .send_tx(json!({
+                "from": format!("{:#x}", self.payer.address()), "to": format!("{:#x}", self.token),
+                "data": hex_data(&approveCall { spender: PERMIT2, value: U256::MAX }.abi_encode()),
+            }))
+            .await;
+    }
+
+    async fn balance(&self, who: Address) -> U256 {
+        self.chain.balance_of(self.token, who).await.unwrap()
+    }
+
+    /// The payload an official client would send: signed, then parsed by the scheme.
+    async fn permit(&self, nonce: U256, valid_after: u64) -> Box<dyn SchemePayment> {
+        let (_, now) = self.chain.latest_block().await.unwrap();
+        let message = PermitWitnessTransferFrom {
+            permitted: TokenPermissions {
+                token: self.token,
+                amount: U256::from(PRICE),
+            },
+            spender: EXACT_PROXY,
+            nonce,
+            deadline: U256::from(now + 300),
+            witness: Witness {
+                to: PAY_TO.parse().unwrap(),
+                validAfter: U256::from(valid_after),
+            },
+        };
+        let mut auth = Permit2Authorization {
+            owner: self.payer.address(),
+            message,
+            signature: vec![],
+        };
+        let hash = auth.signing_hash(CHAIN_ID);
+        auth.signature = self
+            .payer
+            .sign_hash_sync(&hash)
+            .unwrap()
+            .as_bytes()
+            .to_vec();
+        // The stored form keeps the wire payload: parse exactly what a client would send.
+        let wire: Value = auth.stored().payload.expect("permit2 keeps its payload");
+        ExactPermit2.parse(&wire).unwrap()
+    }
+
+    async fn preflight(&self, p: &dyn SchemePayment) -> String {
+        let relayer = self.relayer.address();
+        match p.preflight(&self.chain, &self.terms(), relayer).await {
+            Ok(()) => "ok".into(),
+            Err(e) => e.code().to_string(),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_plain_erc20_is_paid_through_permit2_and_the_proxy() {
+    let rig = Rig::start().await;
+    let terms = rig.terms();
+    let pay_to: Address = PAY_TO.parse().unwrap();
+    // A nonce in a high bitmap word, as the official client's random uint256 nonces are.
+    let nonce = (U256::from(1u8) << 200) + U256::from(77u8);
+    let p = rig.permit(nonce, 0).await;
+    let (_, now) = rig.chain.latest_block().await.unwrap();
+    p.check(&terms, now).expect("the local checks pass");
+
+    // No allowance to Permit2 yet: the answer names what the buyer must do.
+    assert_eq!(
+        rig.preflight(p.as_ref()).await,
+        "permit2_allowance_required"
+    );
+    rig.approve_permit2().await;
+    assert_eq!(rig.preflight(p.as_ref()).await, "ok");
+    assert!(!p.used(&rig.chain, &terms).await.unwrap());
+    assert_eq!(p.landed(&rig.chain, &terms, None).await.unwrap(), None);
+
+    let (payer_before, seller_before) = (
+        rig.balance(rig.payer.address()).await,
+        rig.balance(pay_to).await,
+    );
+    let tx = match rig
+        .relayer
+        .submit(p.settle_call(&terms), &NoRecord)
+        .await
+        .unwrap()
+    {
+        Submitted::Mined {
+            landed,
+            success: true,
+        } => landed.tx,
+        other => panic!("settlement did not land: {other:?}"),
+    };
+    assert_eq!(rig.balance(pay_to).await, seller_before + U256::from(PRICE));
+    assert_eq!(
+        rig.balance(rig.payer.address()).await,
+        payer_before - U256::from(PRICE)
+    );
+
+    // The nonce is spent, the settlement is found and proven, and a replay is refused.
+    assert!(p.used(&rig.chain, &terms).await.unwrap());
+    assert_eq!(p.landed(&rig.chain, &terms, None).await.unwrap(), Some(tx));
+    assert_eq!(rig.preflight(p.as_ref()).await, "permit2_invalid_nonce");
+    let ev = OnChain {
+        chain: &rig.chain,
+        payment: p.as_ref(),
+        terms: &terms,
+    };
+    assert_eq!(
+        resolve::open_payment(&ev, None, p.valid_before())
+            .await
+            .unwrap(),
+        Resolution::Landed(format!("{tx:#x}"))
+    );
+    // A second settlement of the same permit is refused, and the refusal is resolved as paid
+    // (it was us who landed it): the front-running path counts the money once.
+    match rig
+        .relayer
+        .submit(p.settle_call(&terms), &NoRecord)
+        .await
+        .unwrap()
+    {
+        Submitted::Refused(_) | Submitted::Mined { success: false, .. } => {}
+        other => panic!("a replayed permit settled again: {other:?}"),
+    }
+    assert_eq!(
+        resolve::refusal(&ev, "replayed".into(), None)
+            .await
+            .unwrap(),
+        format!("{tx:#x}")
+    );
+    assert_eq!(rig.balance(pay_to).await, seller_before + U256::from(PRICE));
+}
+
+#[tokio::test]
+async fn the_chain_refuses_what_the_local_checks_cannot_see() {
+    let rig = Rig::start().await;
+    rig.approve_permit2().await;
+    let terms = rig.terms();
+    let (_, now) = rig.chain.latest_block().await.unwrap();
+    // Not yet valid by chain time: the proxy refuses it in the simulation.
+    let early = rig.permit(U256::from(1u8), now + 3_600).await;
+    assert_eq!(
+        rig.preflight(early.as_ref()).await,
+        "permit2_simulation_failed"
+    );
+    // A permit the payer cannot cover.
+    rig.node
+        .send_tx(json!({
+            "from": format!("{:#x}", rig.payer.address()), "to": format!("{:#x}", rig.token),
+            "data": hex_data(&sol_transfer_all(rig.balance(rig.payer.address()).await)),
+        }))
+        .await;
+    let poor = rig.permit(U256::from(2u8), 0).await;
+    assert_eq!(
+        rig.preflight(poor.as_ref()).await,
+        "permit2_insufficient_balance"
+    );
+    // Never settled and unused: the reconciler leaves it open until its deadline passes.
+    let ev = OnChain {
+        chain: &rig.chain,
+        payment: poor.as_ref(),
+        terms: &terms,
+    };
+    assert_eq!(
+        resolve::open_payment(&ev, None, poor.valid_before())
+            .await
+            .unwrap(),
+        Resolution::Open
+    );
+    assert_eq!(
+        resolve::open_payment(&ev, None, now).await.unwrap(),
+        Resolution::Expired
+    );
+    // An RPC that is down is an outage, never a verdict.
+    let down = Chain::connect("http://127.0.0.1:9", CHAIN_ID, Duration::from_millis(300)).unwrap();
+    match poor.used(&down, &terms).await {
+        Err(PaymentError::Unavailable { reason, .. }) => assert_eq!(reason, "chain_unavailable"),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn sol_transfer_all(amount: U256) -> Vec<u8> {
+    sol! { function transfer(address to, uint256 value) external returns (bool); }
+    transferCall {
+        to: Address::repeat_byte(0x42),
+        value: amount,
+    }
+    .abi_encode()
+}
