@@ -29,8 +29,10 @@ fn payment(id: &str, nonce: u8) -> NewPayment {
             nonce: format!("0x{}", format!("{nonce:02x}").repeat(32)),
             signature: format!("0x{}", "ee".repeat(65)),
             // Every other row carries a scheme's own payload, which must round-trip too.
-            method: (nonce % 2 == 0).then(|| "permit2".to_string()),
-            payload: (nonce % 2 == 0).then(|| serde_json::json!({"nonce": nonce.to_string()})),
+            method: nonce.is_multiple_of(2).then(|| "permit2".to_string()),
+            payload: nonce
+                .is_multiple_of(2)
+                .then(|| serde_json::json!({"nonce": nonce.to_string()})),
         },
         valid_before: 2_000_000_000,
         from_block: Some(7),
