@@ -145,6 +145,7 @@ fn bench_pricing(c: &mut Criterion) {
             max_timeout_seconds: 300,
             eip712_name: "USDC".into(),
             eip712_version: "2".into(),
+            transfer_method: Default::default(),
         }],
         created_at: UnixMillis(1),
         expires_at: UnixMillis(300_001),

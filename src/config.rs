@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use crate::money::UsdMicros;
 use crate::pricing::expr::parse_usd;
-use crate::quote::{FingerprintKey, PaymentTerms};
+use crate::quote::{FingerprintKey, PaymentTerms, TransferMethod};
 use crate::x402::assets;
 use crate::x402::network::Network;
 
@@ -205,6 +205,8 @@ struct RawNetwork {
     eip712_name: Option<String>,
     eip712_version: Option<String>,
     max_timeout_seconds: Option<u64>,
+    /// `eip3009` (the default) or `permit2`.
+    transfer_method: Option<String>,
     /// `local`, `facilitator` or `none`; inferred from what is configured when absent.
     settlement: Option<String>,
     rpc_url: Option<String>,
@@ -529,14 +531,27 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     let mut networks = Vec::with_capacity(raw_networks.len());
     for (i, n) in raw_networks.into_iter().enumerate() {
         let terms = network_terms(i, n, quote_ttl_seconds)?;
-        if networks
+        // A network may be listed once per asset (several tokens accepted there); its payments
+        // are settled one way, so every listing must agree on how.
+        for t in networks
             .iter()
-            .any(|t: &NetworkConfig| t.terms.network == terms.terms.network)
+            .filter(|t: &&NetworkConfig| t.terms.network == terms.terms.network)
         {
-            return Err(invalid(
-                format!("networks[{i}]"),
-                format!("{} is listed twice", terms.terms.network),
-            ));
+            if t.terms.asset.eq_ignore_ascii_case(&terms.terms.asset) {
+                return Err(invalid(
+                    format!("networks[{i}]"),
+                    format!(
+                        "{} {} is listed twice",
+                        terms.terms.network, terms.terms.asset
+                    ),
+                ));
+            }
+            if t.settlement != terms.settlement {
+                return Err(invalid(
+                    format!("networks[{i}].settlement"),
+                    format!("differs from an earlier listing of {}", terms.terms.network),
+                ));
+            }
         }
         networks.push(terms);
     }
@@ -599,6 +614,16 @@ fn network_terms(i: usize, n: RawNetwork, quote_ttl: u64) -> Result<NetworkConfi
             "only EVM (eip155) networks are supported",
         ));
     }
+    let transfer_method = match n.transfer_method.as_deref() {
+        None | Some("eip3009") => TransferMethod::Eip3009,
+        Some("permit2") => TransferMethod::Permit2,
+        Some(other) => {
+            return Err(invalid(
+                at("transfer_method"),
+                format!("`{other}` is not `eip3009` or `permit2`"),
+            ));
+        }
+    };
     let known = assets::usdc_for(&network);
     let asset = match n.asset.or_else(|| known.map(|k| k.address.to_string())) {
         Some(a) => check_evm_address(&at("asset"), &a)?,
@@ -612,8 +637,14 @@ fn network_terms(i: usize, n: RawNetwork, quote_ttl: u64) -> Result<NetworkConfi
     // A custom asset must bring its own EIP-712 domain and decimals: defaults from the known
     // USDC would silently produce signatures the token rejects.
     let known_same_asset = known.filter(|k| k.address.eq_ignore_ascii_case(&asset));
+    // Permit2 signs over Permit2's own domain: the token's name and version are optional.
+    let optional = transfer_method == TransferMethod::Permit2;
     let need = |v: Option<String>, field: &str, default: Option<&'static str>| {
-        v.or(default.map(str::to_string)).ok_or_else(|| {
+        let v = v.or(default.map(str::to_string));
+        if optional {
+            return Ok(v.unwrap_or_default());
+        }
+        v.ok_or_else(|| {
             invalid(
                 at(field),
                 "required for an asset that is not the network's known USDC",
@@ -665,6 +696,7 @@ fn network_terms(i: usize, n: RawNetwork, quote_ttl: u64) -> Result<NetworkConfi
             eip712_version,
             pay_to,
             max_timeout_seconds,
+            transfer_method,
         },
         settlement,
     })

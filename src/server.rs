@@ -152,6 +152,10 @@ pub async fn build_payments(
         settlement,
     } in &config.networks
     {
+        if settlers.contains_key(&n.network) {
+            // Another asset on a network already set up (config checks they settle alike).
+            continue;
+        }
         let chain_id = n
             .network
             .chain_id()

@@ -182,6 +182,8 @@ pub fn v1_json(quote: &Quote, route: &Route, resource_url: &str, error: &str) ->
         .offers
         .iter()
         .filter(|o| o.network.v1_name().is_some())
+        // v1 knows only EIP-3009 (`exact` had one transfer method then).
+        .filter(|o| o.transfer_method.is_default())
         .map(|o| v1_requirement(o, quote, route, resource_url, &description))
         .collect();
     let body = V1Body {

@@ -129,7 +129,21 @@ pub fn match_quote(
                     "the quote this payment answers has expired; pay the fresh quote",
                 ));
             }
-            let Some(offer) = quote.offers.iter().find(|o| o.network == accepted.network) else {
+            // A network may offer several assets: the one paid is named by asset and method;
+            // failing that, the network's first offer, whose comparison below names the field.
+            let on_network = || {
+                quote
+                    .offers
+                    .iter()
+                    .filter(|o| o.network == accepted.network)
+            };
+            let Some(offer) = on_network()
+                .find(|o| {
+                    o.asset.eq_ignore_ascii_case(&accepted.asset)
+                        && scheme::for_offer(o).transfer_method() == scheme.transfer_method()
+                })
+                .or_else(|| on_network().next())
+            else {
                 return Err(refuse(
                     "invalid_network",
                     format!("no offer on {}", accepted.network),
@@ -170,7 +184,11 @@ pub fn match_quote(
                     "this request has no open quote (it expired or was never issued); pay the fresh quote",
                 ));
             }
-            let Some(offer) = quote.offers.iter().find(|o| o.network == p.network) else {
+            let Some(offer) = quote
+                .offers
+                .iter()
+                .find(|o| o.network == p.network && o.transfer_method.is_default())
+            else {
                 return Err(refuse(
                     "invalid_network",
                     format!("no offer on {}", p.network),

@@ -101,6 +101,7 @@ impl QuoteEngine {
                     max_timeout_seconds: t.max_timeout_seconds,
                     eip712_name: t.eip712_name.clone(),
                     eip712_version: t.eip712_version.clone(),
+                    transfer_method: t.transfer_method,
                 })
             })
             .collect()

@@ -1,5 +1,6 @@
 //! The quote: what one specific request costs, on which networks, until when.
 
+use super::terms::TransferMethod;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -126,6 +127,9 @@ pub struct Offer {
     /// EIP-712 domain name and version of the token (USDC on Base: "USD Coin", "2").
     pub eip712_name: String,
     pub eip712_version: String,
+    /// Omitted when it is the default, so quotes stored before Permit2 existed read the same.
+    #[serde(default, skip_serializing_if = "TransferMethod::is_default")]
+    pub transfer_method: TransferMethod,
 }
 
 /// Which route and rule produced a price.

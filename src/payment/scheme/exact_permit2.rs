@@ -317,10 +317,11 @@ impl SchemePayment for Permit2Authorization {
         self.owner
     }
 
-    /// Permit2 nonces are per owner across every token; the claim key adds the asset, which
-    /// only makes it stricter than Permit2 itself for the same token.
+    /// The uint256 nonce as 32-byte hex, the claim key's one spelling for every scheme. Permit2
+    /// nonces are per owner across every token; the claim key adds the asset, which only makes
+    /// it stricter than Permit2 itself for the same token.
     fn nonce(&self) -> String {
-        self.message.nonce.to_string()
+        format!("{:#x}", B256::from(self.message.nonce))
     }
 
     fn amount(&self) -> U256 {
@@ -589,7 +590,8 @@ mod tests {
         assert_eq!(code(p.check(&terms(), 1_500)), "ok");
         assert_eq!(
             p.nonce(),
-            "115792089237316195423570985008687907853269984665640564039457584007913129627590"
+            format!("0x{}cfc6", "f".repeat(60)),
+            "uint256::MAX - 12345 as 32-byte hex"
         );
         let restored = ExactPermit2.restore(&p.stored()).unwrap();
         assert_eq!(restored.stored(), p.stored());

@@ -20,7 +20,7 @@ use serde_json::{Map, Value};
 use super::PaymentError;
 use super::chain::Chain;
 use super::record::StoredAuthorization;
-use crate::quote::Offer;
+use crate::quote::{Offer, TransferMethod};
 
 /// What an offer asks for, decoded into chain types: the asset's EIP-712 domain and the
 /// transfer a payment must make.
@@ -144,8 +144,11 @@ pub fn by_wire(name: &str, transfer_method: Option<&str>) -> Option<&'static dyn
 }
 
 /// The scheme an offer is advertised with.
-pub fn for_offer(_offer: &Offer) -> &'static dyn Scheme {
-    &exact_eip3009::ExactEip3009
+pub fn for_offer(offer: &Offer) -> &'static dyn Scheme {
+    match offer.transfer_method {
+        TransferMethod::Eip3009 => &exact_eip3009::ExactEip3009,
+        TransferMethod::Permit2 => &exact_permit2::ExactPermit2,
+    }
 }
 
 /// The scheme a stored payment was made with.

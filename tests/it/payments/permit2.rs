@@ -22,8 +22,10 @@ use tariff::payment::scheme::exact_permit2::{
 };
 use tariff::payment::scheme::{Scheme, SchemePayment, Terms};
 
-use super::{CHAIN_ID, GAS_KEY, PAY_TO};
+use super::{CHAIN_ID, FINGERPRINT_KEY, GAS_KEY, PAY_TO};
+use crate::harness::{TestApp, repo_rules};
 use crate::support::{AnvilNode, contract_artifact};
+use tariff::ledger::TransferKind;
 
 /// anvil dev account 5: the buyer, holding only the plain ERC-20.
 const PAYER_KEY: &str = "0x8b3a350cf5c34c9194ca85829a2df0ec3153be0318b5e2d3348e872092edffba";
@@ -308,4 +310,155 @@ fn sol_transfer_all(amount: U256) -> Vec<u8> {
         value: amount,
     }
     .abi_encode()
+}
+
+/// A gateway on the rig's chain offering USDC (EIP-3009) and the plain token (Permit2) on the
+/// same network, settling locally.
+async fn gateway(rig: &Rig, dir: &crate::harness::TempDir) -> TestApp {
+    let file = dir.path().join("tariff.toml");
+    let toml = format!(
+        r#"
+[[networks]]
+network = "eip155:84532"
+
+[[networks]]
+network = "eip155:84532"
+asset = "{token:#x}"
+decimals = 6
+transfer_method = "permit2"
+"#,
+        token = rig.token
+    );
+    std::fs::write(&file, toml).unwrap();
+    let vars = [
+        ("TARIFF_CONFIG", file.display().to_string()),
+        ("TARIFF_PAY_TO", PAY_TO.to_string()),
+        ("TARIFF_RPC_URL", rig.node.rpc_url()),
+        ("TARIFF_GAS_KEY", GAS_KEY.to_string()),
+        ("TARIFF_FINGERPRINT_KEY", FINGERPRINT_KEY.to_string()),
+    ];
+    TestApp::start(&repo_rules(), &vars).await
+}
+
+/// The v2 `PAYMENT-SIGNATURE` a client builds for a Permit2 requirement, as the official
+/// client does (`validAfter` 0, `deadline` now + maxTimeoutSeconds, a random uint256 nonce).
+fn permit2_payment(
+    payer: &PrivateKeySigner,
+    accepted: &Value,
+    tweak: impl Fn(&mut PermitWitnessTransferFrom),
+) -> String {
+    let mut message = PermitWitnessTransferFrom {
+        permitted: TokenPermissions {
+            token: accepted["asset"].as_str().unwrap().parse().unwrap(),
+            amount: accepted["amount"].as_str().unwrap().parse().unwrap(),
+        },
+        spender: EXACT_PROXY,
+        nonce: U256::from_be_bytes(rand::random::<[u8; 32]>()),
+        deadline: U256::from(super::now_secs() + accepted["maxTimeoutSeconds"].as_u64().unwrap()),
+        witness: Witness {
+            to: accepted["payTo"].as_str().unwrap().parse().unwrap(),
+            validAfter: U256::ZERO,
+        },
+    };
+    tweak(&mut message);
+    let mut auth = Permit2Authorization {
+        owner: payer.address(),
+        message,
+        signature: vec![],
+    };
+    auth.signature = payer
+        .sign_hash_sync(&auth.signing_hash(CHAIN_ID))
+        .unwrap()
+        .as_bytes()
+        .to_vec();
+    super::b64(&json!({
+        "x402Version": 2,
+        "accepted": accepted,
+        "payload": auth.stored().payload.unwrap(),
+    }))
+}
+
+#[tokio::test]
+async fn the_gateway_takes_a_permit2_payment_in_a_plain_erc20() {
+    let rig = Rig::start().await;
+    rig.approve_permit2().await;
+    let dir = crate::harness::TempDir::new("permit2");
+    let app = gateway(&rig, &dir).await;
+    let uri = "/search?q=bitcoin+price";
+    let r = app.get(uri).await;
+    assert_eq!(r.status, 402);
+    let required = r.payment_required();
+    let accepts = required["accepts"].as_array().unwrap();
+    assert_eq!(accepts.len(), 2, "{required}");
+    // USDC keeps the EIP-3009 extra (no transfer method named); the plain token says Permit2.
+    assert!(accepts[0]["extra"].get("assetTransferMethod").is_none());
+    let accepted = accepts[1].clone();
+    assert_eq!(accepted["extra"]["assetTransferMethod"], "permit2");
+    assert_eq!(accepted["amount"], super::SIMPLE_PRICE.to_string());
+    // v1 clients only know EIP-3009: the Permit2 offer is not in the v1 body.
+    let v1: Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v1["accepts"].as_array().unwrap().len(), 1);
+
+    let pay_to: Address = PAY_TO.parse().unwrap();
+    let seller_before = rig.balance(pay_to).await;
+    // Hostile variants first: each refused with its reason, nothing moves.
+    type Tweak = fn(&mut PermitWitnessTransferFrom);
+    let cases: [(&str, Tweak); 4] = [
+        ("invalid_permit2_spender", |m| {
+            m.spender = Address::repeat_byte(3)
+        }),
+        ("invalid_permit2_recipient_mismatch", |m| {
+            m.witness.to = Address::repeat_byte(4)
+        }),
+        ("permit2_amount_mismatch", |m| {
+            m.permitted.amount -= U256::from(1u8)
+        }),
+        ("permit2_deadline_expired", |m| {
+            m.deadline = U256::from(super::now_secs())
+        }),
+    ];
+    for (reason, tweak) in cases {
+        let header = permit2_payment(&rig.payer, &accepted, tweak);
+        let r = super::get_with(&app, uri, &[("payment-signature", header)]).await;
+        assert_eq!(
+            (r.status, r.header("tariff-reason")),
+            (402, Some(reason.to_string())),
+            "{reason}"
+        );
+    }
+    assert_eq!(rig.balance(pay_to).await, seller_before);
+
+    let header = permit2_payment(&rig.payer, &accepted, |_| {});
+    let r = super::get_with(&app, uri, &[("payment-signature", header.clone())]).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let settled = super::payment_response(&r, "payment-response");
+    assert_eq!(settled["success"], true);
+    assert_eq!(settled["network"], "eip155:84532");
+    assert_eq!(
+        rig.balance(pay_to).await,
+        seller_before + U256::from(super::SIMPLE_PRICE)
+    );
+    // One payment credit and one request debit, in micro-dollars.
+    let kinds: Vec<_> = super::ledger_of(&app, rig.payer.address())
+        .await
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(
+        kinds,
+        [TransferKind::RequestDebit, TransferKind::PaymentCredit]
+    );
+    // The same permit again: its Permit2 nonce is spent, so the preflight refuses it before any
+    // claim; nothing moves twice.
+    let again = super::get_with(&app, uri, &[("payment-signature", header)]).await;
+    assert_eq!(again.status, 402);
+    assert_eq!(
+        again.header("tariff-reason"),
+        Some("permit2_invalid_nonce".to_string())
+    );
+    assert_eq!(
+        rig.balance(pay_to).await,
+        seller_before + U256::from(super::SIMPLE_PRICE)
+    );
+    app.assert_ledger_clean().await;
 }
