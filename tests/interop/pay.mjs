@@ -22,7 +22,7 @@ import { parseArgs } from "./chain.mjs";
 
 const args = parseArgs(process.argv.slice(2));
 if (!["v1", "v2"].includes(args.client) || !args.key || !args.url) {
-  console.error("usage: pay.mjs --client v2|v1 --key 0xKEY --url URL [--method GET|POST] [--body JSON] [--rpc URL] [--max-value N]");
+  console.error("usage: pay.mjs --client v2|v1 --key 0xKEY --url URL [--method GET|POST] [--body JSON] [--rpc URL] [--max-value N] [--allow-assets] [--transfer-method eip3009|permit2]");
   process.exit(64);
 }
 
@@ -31,6 +31,15 @@ function payingFetch() {
   if (args.client === "v2") {
     const client = new x402Client();
     registerExactEvmScheme(client, { signer: account });
+    // Buyer configuration through the client's public API: pay tokens other than the network's
+    // default stablecoin, and prefer one transfer method when several are offered.
+    if (args["allow-assets"] !== undefined) client.setSpendControls({ allowedAssets: true });
+    if (args["transfer-method"] !== undefined) {
+      const want = args["transfer-method"];
+      client.registerPolicy((_version, reqs) =>
+        reqs.filter((r) => (r.extra?.assetTransferMethod ?? "eip3009") === want),
+      );
+    }
     return wrapFetchV2(fetch, client);
   }
   const wallet = createWalletClient({ account, chain: baseSepolia, transport: http(args.rpc) });

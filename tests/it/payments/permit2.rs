@@ -462,3 +462,59 @@ async fn the_gateway_takes_a_permit2_payment_in_a_plain_erc20() {
     );
     app.assert_ledger_clean().await;
 }
+
+/// The official v2 client (`@x402/fetch` + `@x402/evm`, unmodified; configured through its
+/// public API to accept a non-default token and to prefer Permit2) pays a running Tariff in
+/// the plain ERC-20, settled locally through the proxy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_client_pays_in_a_plain_erc20_through_permit2() {
+    let rig = Rig::start().await;
+    rig.approve_permit2().await;
+    let dir = crate::harness::TempDir::new("permit2-interop");
+    let app = gateway(&rig, &dir).await;
+    let (base, _server) = crate::harness::serve(tariff::http::app(app.state.clone())).await;
+    let pay_to: Address = PAY_TO.parse().unwrap();
+    let seller_before = rig.balance(pay_to).await;
+    let payer_before = rig.balance(rig.payer.address()).await;
+    let url = format!("{base}/search?q=permit2+interop");
+    let out = tokio::task::spawn_blocking(move || {
+        super::node_script(&[
+            "tests/interop/pay.mjs",
+            "--client",
+            "v2",
+            "--key",
+            PAYER_KEY,
+            "--url",
+            &url,
+            "--allow-assets",
+            "--transfer-method",
+            "permit2",
+        ])
+    })
+    .await
+    .unwrap();
+    assert_eq!(out["status"], json!(200), "{out}");
+    use base64::Engine;
+    let receipt: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::STANDARD
+            .decode(
+                out["headers"]["payment-response"]
+                    .as_str()
+                    .expect("payment-response"),
+            )
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(receipt["success"], json!(true), "{receipt}");
+    let price = U256::from(super::SIMPLE_PRICE);
+    assert_eq!(rig.balance(pay_to).await, seller_before + price);
+    assert_eq!(rig.balance(rig.payer.address()).await, payer_before - price);
+    assert_eq!(
+        super::ledger_of(&app, rig.payer.address()).await,
+        vec![
+            (TransferKind::RequestDebit, 20_000),
+            (TransferKind::PaymentCredit, 20_000)
+        ]
+    );
+    app.assert_ledger_clean().await;
+}
