@@ -1021,10 +1021,53 @@ mod tests {
     fn the_example_config_file_is_valid() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tariff.example.toml");
         let c = Config::load(Some(&path), &|_| None).unwrap();
-        assert_eq!(c.networks.len(), 2);
+        assert_eq!(c.networks.len(), 3);
         assert_eq!(c.networks[0].terms.eip712_name, "USD Coin");
-        assert_eq!(c.networks[1].terms.max_timeout_seconds, 120);
+        assert_eq!(c.networks[1].terms.transfer_method, TransferMethod::Permit2);
+        assert_eq!(c.networks[1].terms.decimals, 18);
+        assert_eq!(c.networks[2].terms.max_timeout_seconds, 120);
         assert_eq!(c.upstream.as_deref(), Some("http://127.0.0.1:9000"));
+    }
+
+    fn from_toml(text: &str) -> Result<Config, String> {
+        let dir = std::env::temp_dir().join(format!("tariff-cfg-{:016x}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("t.toml");
+        std::fs::write(&path, text).unwrap();
+        let out = Config::load(Some(&path), &|_| None).map_err(|e| e.to_string());
+        std::fs::remove_dir_all(&dir).unwrap();
+        out
+    }
+
+    #[test]
+    fn a_network_lists_several_assets_each_once_and_settled_alike() {
+        let usdc = "[[networks]]\nnetwork = \"base-sepolia\"\n";
+        let plain = |asset: &str, extra: &str| {
+            format!(
+                "[[networks]]\nnetwork = \"base-sepolia\"\nasset = \"{asset}\"\ndecimals = 18\ntransfer_method = \"permit2\"\n{extra}"
+            )
+        };
+        let token = "0x5FbDB2315678afecb367f032d93F642f64180aa3";
+        let c = from_toml(&format!("{usdc}{}", plain(token, ""))).unwrap();
+        assert_eq!(c.networks.len(), 2);
+        // Permit2 needs no EIP-712 domain of the token; EIP-3009 still does.
+        assert_eq!(c.networks[1].terms.eip712_name, "");
+        let e = from_toml(&plain(token, "").replace("permit2", "eip3009")).unwrap_err();
+        assert!(e.contains("networks[0].eip712_name"), "{e}");
+        let e = from_toml(&plain(token, "").replace("permit2", "erc7710")).unwrap_err();
+        assert!(e.contains("networks[0].transfer_method"), "{e}");
+        let e = from_toml(&format!(
+            "{}{}",
+            plain(token, ""),
+            plain(&token.to_lowercase(), "")
+        ))
+        .unwrap_err();
+        assert!(e.contains("listed twice"), "{e}");
+        let e = from_toml(&format!("{usdc}{}", plain(token, "settlement = \"local\"\nrpc_url = \"http://127.0.0.1:8545\"\ngas_key = \"0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a\"\n"))).unwrap_err();
+        assert!(
+            e.contains("networks[1].settlement") && e.contains("differs"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -191,7 +191,7 @@ impl Payments {
             Claim::Taken => Ok(Claimed { matched: m, id }),
             Claim::Held(row) if row.status.money_moved() || row.status == Status::Failed => {
                 Err(PaymentError::invalid(
-                    "invalid_exact_evm_nonce_already_used",
+                    m.payment.replay_reason(),
                     format!(
                         "this authorization was already presented (payment {})",
                         row.id

@@ -24,6 +24,10 @@ pub trait Evidence: Sync {
     async fn short_of_funds(&self) -> Result<bool, PaymentError>;
     /// The latest block's timestamp: expiry is judged by chain time, not ours.
     async fn chain_time(&self) -> Result<u64, PaymentError>;
+    /// The scheme's reason for an authorization used elsewhere.
+    fn replay_reason(&self) -> &'static str {
+        "invalid_exact_evm_nonce_already_used"
+    }
 }
 
 /// [`Evidence`] read from a chain through a payment's scheme.
@@ -56,6 +60,10 @@ impl Evidence for OnChain<'_> {
     async fn chain_time(&self) -> Result<u64, PaymentError> {
         Ok(self.chain.latest_block().await?.1)
     }
+
+    fn replay_reason(&self) -> &'static str {
+        self.payment.replay_reason()
+    }
 }
 
 /// Our settlement was refused (`reason`: the settler's own, if it gave one). `Ok(tx)` when the
@@ -71,7 +79,7 @@ pub async fn refusal(
             return Ok(format!("{tx:#x}"));
         }
         return Err(PaymentError::SettlementFailed {
-            reason: "invalid_exact_evm_nonce_already_used".into(),
+            reason: ev.replay_reason().into(),
             detail: format!("the authorization was used or cancelled elsewhere: {detail}"),
         });
     }

@@ -254,6 +254,10 @@ impl SchemePayment for Authorization {
         self.message.value
     }
 
+    fn replay_reason(&self) -> &'static str {
+        "invalid_exact_evm_nonce_already_used"
+    }
+
     fn valid_before(&self) -> u64 {
         self.message.validBefore.saturating_to()
     }

@@ -328,6 +328,10 @@ impl SchemePayment for Permit2Authorization {
         self.message.permitted.amount
     }
 
+    fn replay_reason(&self) -> &'static str {
+        "permit2_invalid_nonce"
+    }
+
     fn valid_before(&self) -> u64 {
         // Permit2 refuses a permit once block.timestamp > deadline.
         self.message

@@ -92,6 +92,10 @@ pub trait SchemePayment: Send + Sync + Debug {
     /// payer it is the claim key, so each authorization is taken once.
     fn nonce(&self) -> String;
 
+    /// The reason a payment whose authorization was already used is refused with, in the
+    /// scheme's own x402 vocabulary.
+    fn replay_reason(&self) -> &'static str;
+
     /// Base units this payment moves when settled.
     fn amount(&self) -> U256;
 

@@ -17,18 +17,22 @@ use super::{
 use crate::harness::{TestApp, repo_rules, serve};
 
 /// The official facilitator as a child process; it exits when its stdin closes (on drop).
-struct OfficialFacilitator {
+pub(super) struct OfficialFacilitator {
     child: Child,
-    url: String,
+    pub(super) url: String,
 }
 
 impl OfficialFacilitator {
     fn start(chain: &Chain) -> OfficialFacilitator {
+        Self::start_on(&chain.rpc())
+    }
+
+    pub(super) fn start_on(rpc: &str) -> OfficialFacilitator {
         let mut child = Command::new("node")
             .args([
                 "tests/interop/facilitator.mjs",
                 "--rpc",
-                &chain.rpc(),
+                rpc,
                 "--key",
                 FACILITATOR_KEY,
                 "--port",

@@ -315,6 +315,14 @@ fn sol_transfer_all(amount: U256) -> Vec<u8> {
 /// A gateway on the rig's chain offering USDC (EIP-3009) and the plain token (Permit2) on the
 /// same network, settling locally.
 async fn gateway(rig: &Rig, dir: &crate::harness::TempDir) -> TestApp {
+    gateway_settling(rig, dir, &[("TARIFF_GAS_KEY", GAS_KEY.to_string())]).await
+}
+
+async fn gateway_settling(
+    rig: &Rig,
+    dir: &crate::harness::TempDir,
+    settlement: &[(&'static str, String)],
+) -> TestApp {
     let file = dir.path().join("tariff.toml");
     let toml = format!(
         r#"
@@ -334,9 +342,10 @@ transfer_method = "permit2"
         ("TARIFF_CONFIG", file.display().to_string()),
         ("TARIFF_PAY_TO", PAY_TO.to_string()),
         ("TARIFF_RPC_URL", rig.node.rpc_url()),
-        ("TARIFF_GAS_KEY", GAS_KEY.to_string()),
         ("TARIFF_FINGERPRINT_KEY", FINGERPRINT_KEY.to_string()),
     ];
+    let mut vars = vars.to_vec();
+    vars.extend(settlement.iter().cloned());
     TestApp::start(&repo_rules(), &vars).await
 }
 
@@ -472,6 +481,36 @@ async fn the_official_client_pays_in_a_plain_erc20_through_permit2() {
     rig.approve_permit2().await;
     let dir = crate::harness::TempDir::new("permit2-interop");
     let app = gateway(&rig, &dir).await;
+    official_client_pays(&rig, app).await;
+}
+
+/// The same through the official facilitator (`@x402/evm` 2.27.0 settles Permit2 through the
+/// proxy itself); Multicall3, which it needs for its diagnostics, is placed by chain.mjs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_client_pays_through_permit2_with_the_official_facilitator() {
+    let rig = Rig::start().await;
+    rig.approve_permit2().await;
+    super::node_script(&[
+        "tests/interop/chain.mjs",
+        "setup",
+        "--rpc",
+        &rig.node.rpc_url(),
+    ]);
+    let facilitator = super::interop::OfficialFacilitator::start_on(&rig.node.rpc_url());
+    let dir = crate::harness::TempDir::new("permit2-facilitator");
+    let app = gateway_settling(
+        &rig,
+        &dir,
+        &[
+            ("TARIFF_SETTLEMENT", "facilitator".to_string()),
+            ("TARIFF_FACILITATOR_URL", facilitator.url.clone()),
+        ],
+    )
+    .await;
+    official_client_pays(&rig, app).await;
+}
+
+async fn official_client_pays(rig: &Rig, app: TestApp) {
     let (base, _server) = crate::harness::serve(tariff::http::app(app.state.clone())).await;
     let pay_to: Address = PAY_TO.parse().unwrap();
     let seller_before = rig.balance(pay_to).await;
