@@ -130,7 +130,8 @@ pub fn match_quote(
                 ));
             }
             // A network may offer several assets: the one paid is named by asset and method;
-            // failing that, the network's first offer, whose comparison below names the field.
+            // failing that, the offer in that asset or the network's first, whose comparison
+            // below names the field that differs.
             let on_network = || {
                 quote
                     .offers
@@ -142,6 +143,7 @@ pub fn match_quote(
                     o.asset.eq_ignore_ascii_case(&accepted.asset)
                         && scheme::for_offer(o).transfer_method() == scheme.transfer_method()
                 })
+                .or_else(|| on_network().find(|o| o.asset.eq_ignore_ascii_case(&accepted.asset)))
                 .or_else(|| on_network().next())
             else {
                 return Err(refuse(

@@ -390,7 +390,6 @@ fn permit2_payment(
 #[tokio::test]
 async fn the_gateway_takes_a_permit2_payment_in_a_plain_erc20() {
     let rig = Rig::start().await;
-    rig.approve_permit2().await;
     let dir = crate::harness::TempDir::new("permit2");
     let app = gateway(&rig, &dir).await;
     let uri = "/search?q=bitcoin+price";
@@ -410,9 +409,58 @@ async fn the_gateway_takes_a_permit2_payment_in_a_plain_erc20() {
 
     let pay_to: Address = PAY_TO.parse().unwrap();
     let seller_before = rig.balance(pay_to).await;
-    // Hostile variants first: each refused with its reason, nothing moves.
+    // An honest permit before the buyer approved Permit2: the answer says what to do.
+    let header = permit2_payment(&rig.payer, &accepted, |_| {});
+    let r = super::get_with(&app, uri, &[("payment-signature", header)]).await;
+    assert_eq!(
+        (r.status, r.header("tariff-reason")),
+        (402, Some("permit2_allowance_required".to_string()))
+    );
+    rig.approve_permit2().await;
+    // Another key's signature over the payer's permit.
+    let thief = PrivateKeySigner::random();
+    let mut stolen: Value = serde_json::from_slice(
+        &base64::Engine::decode(
+            &base64::engine::general_purpose::STANDARD,
+            permit2_payment(&thief, &accepted, |_| {}),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    stolen["payload"]["permit2Authorization"]["from"] =
+        json!(format!("{:#x}", rig.payer.address()));
+    let r = super::get_with(&app, uri, &[("payment-signature", super::b64(&stolen))]).await;
+    assert_eq!(
+        (r.status, r.header("tariff-reason")),
+        (402, Some("invalid_permit2_signature".to_string()))
+    );
+    // A Permit2 payload presented as EIP-3009 (the transfer method dropped from `accepted`):
+    // `accepted` no longer equals the requirement of that asset.
+    let mut relabelled = stolen.clone();
+    relabelled["payload"] = serde_json::from_slice::<Value>(
+        &base64::Engine::decode(
+            &base64::engine::general_purpose::STANDARD,
+            permit2_payment(&rig.payer, &accepted, |_| {}),
+        )
+        .unwrap(),
+    )
+    .unwrap()["payload"]
+        .clone();
+    relabelled["accepted"]["extra"]
+        .as_object_mut()
+        .unwrap()
+        .remove("assetTransferMethod");
+    let r = super::get_with(&app, uri, &[("payment-signature", super::b64(&relabelled))]).await;
+    assert_eq!(
+        (r.status, r.header("tariff-reason")),
+        (402, Some("accepted_requirements_mismatch".to_string()))
+    );
+    // Hostile variants of the permit itself: each refused with its reason, nothing moves.
     type Tweak = fn(&mut PermitWitnessTransferFrom);
-    let cases: [(&str, Tweak); 4] = [
+    let cases: [(&str, Tweak); 5] = [
+        ("permit2_token_mismatch", |m| {
+            m.permitted.token = super::USDC.parse().unwrap()
+        }),
         ("invalid_permit2_spender", |m| {
             m.spender = Address::repeat_byte(3)
         }),
@@ -436,6 +484,10 @@ async fn the_gateway_takes_a_permit2_payment_in_a_plain_erc20() {
         );
     }
     assert_eq!(rig.balance(pay_to).await, seller_before);
+    assert!(
+        super::ledger_of(&app, rig.payer.address()).await.is_empty(),
+        "nothing booked"
+    );
 
     let header = permit2_payment(&rig.payer, &accepted, |_| {});
     let r = super::get_with(&app, uri, &[("payment-signature", header.clone())]).await;
