@@ -18,10 +18,10 @@ use alloy::signers::SignerSync;
 use alloy::signers::local::PrivateKeySigner;
 use criterion::{Criterion, criterion_group, criterion_main};
 use serde_json::{Value, json};
-use tariff::payment::scheme::Terms;
 use tariff::payment::scheme::exact_eip3009::{
     self as eip3009, Authorization, TransferWithAuthorization,
 };
+use tariff::payment::scheme::{Scheme, SchemePayment, SignatureCheck, Terms};
 use tariff::x402::codec::{decode_header, encode_header};
 use tariff::x402::exact_evm::ExactEvmPayload;
 
@@ -100,13 +100,42 @@ fn header(auth: &Authorization, terms: &Terms) -> String {
 }
 
 /// Header → checked authorization: what the server does locally per paid retry.
-fn decode_and_check(header: &str, terms: &Terms, now: u64) -> eip3009::SignatureCheck {
+fn decode_and_check(header: &str, terms: &Terms, now: u64) -> SignatureCheck {
     let raw: Value = decode_header(header, MAX_HEADER).unwrap();
     let exact = ExactEvmPayload::from_value(&raw["payload"])
         .and_then(|p| p.validate())
         .unwrap();
     let auth = Authorization::from_validated(&exact);
     eip3009::check(&auth, terms, now).unwrap()
+}
+
+/// A signed Permit2 payload (wire JSON) for `terms()`'s token and payee.
+fn permit2_payment() -> (Value, Terms) {
+    use tariff::payment::scheme::exact_permit2::{
+        EXACT_PROXY, Permit2Authorization, PermitWitnessTransferFrom, TokenPermissions, Witness,
+    };
+    let terms = terms();
+    let key = PrivateKeySigner::random();
+    let mut auth = Permit2Authorization {
+        owner: key.address(),
+        message: PermitWitnessTransferFrom {
+            permitted: TokenPermissions {
+                token: terms.asset,
+                amount: terms.amount,
+            },
+            spender: EXACT_PROXY,
+            nonce: U256::from(12_345u64),
+            deadline: U256::from(NOW + 300),
+            witness: Witness {
+                to: terms.pay_to,
+                validAfter: U256::ZERO,
+            },
+        },
+        signature: vec![],
+    };
+    let hash = auth.signing_hash(terms.chain_id);
+    auth.signature = key.sign_hash_sync(&hash).unwrap().as_bytes().to_vec();
+    (auth.stored().payload.unwrap(), terms)
 }
 
 fn bench_payment_verify(c: &mut Criterion) {
@@ -116,11 +145,11 @@ fn bench_payment_verify(c: &mut Criterion) {
     // Both measured paths must accept the payment, or they would measure an early exit.
     assert_eq!(
         eip3009::check(&auth, &terms, NOW).unwrap(),
-        eip3009::SignatureCheck::Recovered
+        SignatureCheck::Recovered
     );
     assert_eq!(
         decode_and_check(&header, &terms, NOW),
-        eip3009::SignatureCheck::Recovered
+        SignatureCheck::Recovered
     );
     let buf = [0xa5u8; 192];
     let mut g = c.benchmark_group("payment_verify");
@@ -135,6 +164,26 @@ fn bench_payment_verify(c: &mut Criterion) {
     });
     g.bench_function("decode_and_check", |b| {
         b.iter(|| decode_and_check(black_box(&header), black_box(&terms), NOW))
+    });
+    // The same for a Permit2 payment (nested EIP-712 witness struct): the scheme's parse of the
+    // payload and its local checks, as the pipeline runs them.
+    let (permit2_payload, permit2_terms) = permit2_payment();
+    let scheme = tariff::payment::scheme::exact_permit2::ExactPermit2;
+    assert!(
+        scheme
+            .parse(&permit2_payload)
+            .unwrap()
+            .check(&permit2_terms, NOW)
+            .is_ok()
+    );
+    g.bench_function("permit2_parse_and_check", |b| {
+        b.iter(|| {
+            scheme
+                .parse(black_box(&permit2_payload))
+                .unwrap()
+                .check(black_box(&permit2_terms), NOW)
+                .unwrap()
+        })
     });
     g.finish();
 }

@@ -154,20 +154,7 @@ impl Chain {
         filter: Filter,
         from_block: Option<u64>,
     ) -> Result<Option<B256>, PaymentError> {
-        let start = match from_block {
-            Some(b) => b,
-            None => self
-                .latest_block()
-                .await?
-                .0
-                .saturating_sub(LOG_LOOKBACK_BLOCKS),
-        };
-        let logs = self
-            .provider
-            .get_logs(&filter.from_block(start))
-            .await
-            .map_err(rpc_down)?;
-        Ok(logs.first().and_then(|log| log.transaction_hash))
+        Ok(self.log_txs(filter, from_block).await?.first().copied())
     }
 
     /// The transactions of every log matching `filter` (oldest first), from `from_block` or

@@ -10,7 +10,7 @@ use alloy::sol_types::{SolCall, SolEvent, SolStruct};
 use async_trait::async_trait;
 use serde_json::{Map, Value};
 
-use super::{Scheme, SchemePayment, Terms};
+use super::{Scheme, SchemePayment, SignatureCheck, Terms, check_eoa_signature};
 use crate::payment::PaymentError;
 use crate::payment::chain::Chain;
 use crate::payment::record::StoredAuthorization;
@@ -90,16 +90,6 @@ impl Authorization {
     }
 }
 
-/// What the local checks proved about the signature.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SignatureCheck {
-    /// An EOA signature recovered to `from`.
-    Recovered,
-    /// A smart-wallet (ERC-1271) signature: only the token can judge it, so the `eth_call`
-    /// simulation is what verifies it.
-    ContractWallet,
-}
-
 /// The checks that need no chain, in the order of the x402 reference facilitator, so the first
 /// failure is the one a reference implementation would report.
 pub fn check(
@@ -147,39 +137,17 @@ pub fn check(
 }
 
 fn check_signature(auth: &Authorization, terms: &Terms) -> Result<SignatureCheck, PaymentError> {
-    let bad = |detail: &str| {
+    check_eoa_signature(
+        &auth.signature,
+        &auth.signing_hash(terms),
+        auth.message.from,
+    )
+    .map_err(|detail| {
         PaymentError::invalid(
             "invalid_exact_evm_payload_signature",
             format!("signature does not authorize this transfer: {detail}"),
         )
-    };
-    if auth.signature.len() > 65 {
-        return Ok(SignatureCheck::ContractWallet);
-    }
-    let sig = auth
-        .eoa_signature()
-        .ok_or_else(|| bad("not a 65-byte signature"))?;
-    // USDC (and OpenZeppelin's ECDSA) refuse s in the upper half of the curve order: such a
-    // signature is the malleable twin of a valid one and would never settle.
-    if sig.normalize_s().is_some() {
-        return Err(bad("high-s signature"));
-    }
-    let v = *auth.signature.last().expect("65 bytes");
-    if !matches!(v, 0 | 1 | 27 | 28) {
-        return Err(bad("invalid recovery byte"));
-    }
-    let signer = sig
-        .recover_address_from_prehash(&auth.signing_hash(terms))
-        .map_err(|_| bad("no signer can be recovered"))?;
-    if signer == Address::ZERO {
-        return Err(bad("recovers to the zero address"));
-    }
-    if signer != auth.message.from {
-        return Err(bad(
-            "signed by another key, or for another token, chain or domain",
-        ));
-    }
-    Ok(SignatureCheck::Recovered)
+    })
 }
 
 /// The `exact` scheme paid with EIP-3009.

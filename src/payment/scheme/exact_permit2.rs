@@ -8,7 +8,7 @@
 //! message, its checks, Permit2's unordered nonces and the proxy call.
 
 use alloy::network::TransactionBuilder;
-use alloy::primitives::{Address, B256, Bytes, Signature, U256, address};
+use alloy::primitives::{Address, B256, Bytes, U256, address};
 use alloy::rpc::types::{Filter, TransactionRequest};
 use alloy::sol;
 use alloy::sol_types::{Eip712Domain, SolCall, SolEvent, SolStruct};
@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::{Scheme, SchemePayment, Terms};
+use super::{Scheme, SchemePayment, Terms, check_eoa_signature};
 use crate::payment::PaymentError;
 use crate::payment::chain::{Chain, Erc20Transfer};
 use crate::payment::record::StoredAuthorization;
@@ -202,38 +202,17 @@ impl Permit2Authorization {
         }
     }
 
+    /// A smart wallet's (ERC-1271) signature is left to Permit2, which asks the wallet, in the
+    /// simulation.
     fn check_signature(&self, chain_id: u64) -> Result<(), PaymentError> {
-        let bad = |detail: &str| {
-            PaymentError::invalid(
-                "invalid_permit2_signature",
-                format!("signature does not authorize this permit: {detail}"),
-            )
-        };
-        if self.signature.len() > 65 {
-            // A smart wallet (ERC-1271): Permit2 asks the wallet; the simulation decides.
-            return Ok(());
-        }
-        let sig = (self.signature.len() == 65)
-            .then(|| Signature::try_from(self.signature.as_slice()).ok())
-            .flatten()
-            .ok_or_else(|| bad("not a 65-byte signature"))?;
-        // Permit2 uses ecrecover directly and would accept a high-s twin, but refusing it keeps
-        // one spelling per authorization (and matches the EIP-3009 path).
-        if sig.normalize_s().is_some() {
-            return Err(bad("high-s signature"));
-        }
-        if !matches!(self.signature[64], 0 | 1 | 27 | 28) {
-            return Err(bad("invalid recovery byte"));
-        }
-        let signer = sig
-            .recover_address_from_prehash(&self.signing_hash(chain_id))
-            .map_err(|_| bad("no signer can be recovered"))?;
-        if signer == Address::ZERO || signer != self.owner {
-            return Err(bad(
-                "signed by another key, or for another chain or message",
-            ));
-        }
-        Ok(())
+        check_eoa_signature(&self.signature, &self.signing_hash(chain_id), self.owner)
+            .map(|_| ())
+            .map_err(|detail| {
+                PaymentError::invalid(
+                    "invalid_permit2_signature",
+                    format!("signature does not authorize this permit: {detail}"),
+                )
+            })
     }
 }
 

@@ -134,6 +134,50 @@ pub trait SchemePayment: Send + Sync + Debug {
     ) -> Result<Option<B256>, PaymentError>;
 }
 
+/// What a payer's signature over `hash` proves, for every EVM scheme.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SignatureCheck {
+    /// An EOA signature recovered to the claimed signer.
+    Recovered,
+    /// A smart-wallet (ERC-1271) signature: only the contract that verifies it on chain can
+    /// judge it, so the `eth_call` simulation is what verifies it.
+    ContractWallet,
+}
+
+/// Recovers an EOA signature over `hash` and requires it to be `signer`'s. High-s twins are
+/// refused: USDC and OpenZeppelin's ECDSA refuse them (they would never settle), and for
+/// Permit2, which would accept one, refusing keeps one spelling per authorization. `Err` is the
+/// detail of the refusal.
+pub fn check_eoa_signature(
+    signature: &[u8],
+    hash: &B256,
+    signer: Address,
+) -> Result<SignatureCheck, &'static str> {
+    if signature.len() > 65 {
+        return Ok(SignatureCheck::ContractWallet);
+    }
+    let sig = (signature.len() == 65)
+        .then(|| alloy::primitives::Signature::try_from(signature).ok())
+        .flatten()
+        .ok_or("not a 65-byte signature")?;
+    if sig.normalize_s().is_some() {
+        return Err("high-s signature");
+    }
+    if !matches!(signature[64], 0 | 1 | 27 | 28) {
+        return Err("invalid recovery byte");
+    }
+    let recovered = sig
+        .recover_address_from_prehash(hash)
+        .map_err(|_| "no signer can be recovered")?;
+    if recovered == Address::ZERO {
+        return Err("recovers to the zero address");
+    }
+    if recovered != signer {
+        return Err("signed by another key, or for another token, chain or domain");
+    }
+    Ok(SignatureCheck::Recovered)
+}
+
 /// The schemes this server takes.
 pub fn registry() -> &'static [&'static dyn Scheme] {
     &[&exact_eip3009::ExactEip3009, &exact_permit2::ExactPermit2]
