@@ -7,7 +7,7 @@ use std::time::Duration;
 use alloy::network::{EthereumWallet, TransactionBuilder};
 use alloy::primitives::{Address, B256, U256};
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
-use alloy::rpc::types::{BlockNumberOrTag, Filter, TransactionRequest};
+use alloy::rpc::types::{BlockNumberOrTag, Filter, Log, TransactionRequest};
 use alloy::signers::local::PrivateKeySigner;
 use alloy::sol;
 use alloy::sol_types::{SolCall, SolEvent};
@@ -180,27 +180,18 @@ impl Chain {
         Ok(logs.iter().filter_map(|l| l.transaction_hash).collect())
     }
 
-    /// Whether transaction `tx` succeeded and emitted a log from `emitter` with topic0 `event`.
-    pub async fn tx_emitted(
-        &self,
-        tx: B256,
-        emitter: Address,
-        event: B256,
-    ) -> Result<bool, PaymentError> {
-        let Some(receipt) = self
+    /// The logs of transaction `tx` if it was mined and succeeded (none otherwise): one
+    /// receipt read for every proof a scheme needs about it.
+    pub async fn succeeded_logs(&self, tx: B256) -> Result<Vec<Log>, PaymentError> {
+        let receipt = self
             .provider
             .get_transaction_receipt(tx)
             .await
-            .map_err(rpc_down)?
-        else {
-            return Ok(false);
-        };
-        Ok(receipt.status()
-            && receipt
-                .inner
-                .logs()
-                .iter()
-                .any(|log| log.address() == emitter && log.topics().first() == Some(&event)))
+            .map_err(rpc_down)?;
+        Ok(match receipt {
+            Some(r) if r.status() => r.inner.logs().to_vec(),
+            _ => Vec::new(),
+        })
     }
 
     /// Whether transaction `tx` succeeded and moved exactly `value` of `token` from `from` to
@@ -213,23 +204,24 @@ impl Chain {
         value: U256,
         tx: B256,
     ) -> Result<bool, PaymentError> {
-        let Some(receipt) = self
-            .provider
-            .get_transaction_receipt(tx)
-            .await
-            .map_err(rpc_down)?
-        else {
-            return Ok(false);
-        };
-        if !receipt.status() {
-            return Ok(false);
-        }
-        Ok(receipt.inner.logs().iter().any(|log| {
-            log.address() == token
-                && IERC20::Transfer::decode_log(&log.inner)
-                    .is_ok_and(|t| t.from == from && t.to == to && t.value == value)
-        }))
+        let logs = self.succeeded_logs(tx).await?;
+        Ok(has_transfer(&logs, token, from, to, value))
     }
+}
+
+/// Whether `logs` hold `token`'s `Transfer` of exactly `value` from `from` to `to`.
+pub fn has_transfer(logs: &[Log], token: Address, from: Address, to: Address, value: U256) -> bool {
+    logs.iter().any(|log| {
+        log.address() == token
+            && IERC20::Transfer::decode_log(&log.inner)
+                .is_ok_and(|t| t.from == from && t.to == to && t.value == value)
+    })
+}
+
+/// Whether `logs` hold an event `event` (its topic0) emitted by `emitter`.
+pub fn has_event(logs: &[Log], emitter: Address, event: B256) -> bool {
+    logs.iter()
+        .any(|log| log.address() == emitter && log.topics().first() == Some(&event))
 }
 
 /// Submits settlements with Tariff's gas key. Broadcasts are serialised per key with a local

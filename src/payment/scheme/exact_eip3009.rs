@@ -167,13 +167,7 @@ impl Scheme for ExactEip3009 {
     /// TS server omits `assetTransferMethod` for EIP-3009 (it is the default), and so do we:
     /// v2 clients echo `extra` verbatim, so both spellings must not be mixed.
     fn extra(&self, offer: &Offer) -> Map<String, Value> {
-        let mut extra = Map::new();
-        extra.insert("name".into(), Value::String(offer.eip712_name.clone()));
-        extra.insert(
-            "version".into(),
-            Value::String(offer.eip712_version.clone()),
-        );
-        extra
+        super::token_domain_extra(offer)
     }
 
     fn parse(&self, payload: &Value) -> Result<Box<dyn SchemePayment>, PaymentError> {

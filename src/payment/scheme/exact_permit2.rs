@@ -18,7 +18,7 @@ use serde_json::{Map, Value};
 
 use super::{Scheme, SchemePayment, Terms, check_eoa_signature};
 use crate::payment::PaymentError;
-use crate::payment::chain::{Chain, Erc20Transfer};
+use crate::payment::chain::{Chain, Erc20Transfer, has_event, has_transfer};
 use crate::payment::record::StoredAuthorization;
 use crate::quote::Offer;
 use crate::x402::exact_evm::parse_address;
@@ -232,15 +232,12 @@ impl Scheme for ExactPermit2 {
     /// `assetTransferMethod` tells the client to sign a Permit2 witness transfer; the token's
     /// EIP-712 name and version are only needed for EIP-2612 tokens and are sent when known.
     fn extra(&self, offer: &Offer) -> Map<String, Value> {
-        let mut extra = Map::new();
+        let mut extra = if offer.eip712_name.is_empty() {
+            Map::new()
+        } else {
+            super::token_domain_extra(offer)
+        };
         extra.insert("assetTransferMethod".into(), Value::String(METHOD.into()));
-        if !offer.eip712_name.is_empty() {
-            extra.insert("name".into(), Value::String(offer.eip712_name.clone()));
-            extra.insert(
-                "version".into(),
-                Value::String(offer.eip712_version.clone()),
-            );
-        }
         extra
     }
 
@@ -477,17 +474,13 @@ impl SchemePayment for Permit2Authorization {
             .topic1(self.owner.into_word())
             .topic2(terms.pay_to.into_word());
         for tx in chain.log_txs(filter, from_block).await? {
-            let settled = chain
-                .tx_emitted(
-                    tx,
-                    EXACT_PROXY,
-                    IX402ExactPermit2Proxy::Settled::SIGNATURE_HASH,
-                )
-                .await?;
-            if settled
-                && chain
-                    .transfer_in_tx(terms.asset, self.owner, terms.pay_to, self.amount(), tx)
-                    .await?
+            let logs = chain.succeeded_logs(tx).await?;
+            let settled = has_event(
+                &logs,
+                EXACT_PROXY,
+                IX402ExactPermit2Proxy::Settled::SIGNATURE_HASH,
+            );
+            if settled && has_transfer(&logs, terms.asset, self.owner, terms.pay_to, self.amount())
             {
                 return Ok(Some(tx));
             }

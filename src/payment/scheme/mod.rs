@@ -134,6 +134,17 @@ pub trait SchemePayment: Send + Sync + Debug {
     ) -> Result<Option<B256>, PaymentError>;
 }
 
+/// `{"name", "version"}`: the token's EIP-712 domain as a requirement's `extra` carries it.
+pub fn token_domain_extra(offer: &Offer) -> Map<String, Value> {
+    let mut extra = Map::new();
+    extra.insert("name".into(), Value::String(offer.eip712_name.clone()));
+    extra.insert(
+        "version".into(),
+        Value::String(offer.eip712_version.clone()),
+    );
+    extra
+}
+
 /// What a payer's signature over `hash` proves, for every EVM scheme.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SignatureCheck {
