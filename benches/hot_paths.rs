@@ -81,6 +81,7 @@ fn bench_pricing(c: &mut Criterion) {
         &env,
         &LoadOptions {
             max_price: UsdMicros(10_000_000),
+            max_stored_answer_bytes: tariff::pricing::DEFAULT_STORED_ANSWER_BYTES,
         },
     )
     .expect("demo rules load");
@@ -146,6 +147,8 @@ fn bench_pricing(c: &mut Criterion) {
             eip712_name: "USDC".into(),
             eip712_version: "2".into(),
             transfer_method: Default::default(),
+            scheme: Default::default(),
+            facilitator: None,
         }],
         created_at: UnixMillis(1),
         expires_at: UnixMillis(300_001),

@@ -42,6 +42,7 @@ fn terms() -> Terms {
         amount: U256::from(20_000u64),
         eip712_name: "USDC".into(),
         eip712_version: "2".into(),
+        facilitator: None,
     }
 }
 

@@ -253,6 +253,7 @@ fn sign_v2(payer: &PrivateKeySigner, accepted: &Value, url: &str) -> anyhow::Res
         amount: s("amount")?.parse()?,
         eip712_name: extra("name")?.to_string(),
         eip712_version: extra("version")?.to_string(),
+        facilitator: None,
     };
     let timeout = accepted["maxTimeoutSeconds"]
         .as_u64()

@@ -249,7 +249,14 @@ async fn ledger_command(config: Config, command: LedgerCommand) -> anyhow::Resul
 }
 
 fn rules_check(dir: &std::path::Path, max_price: UsdMicros) -> i32 {
-    match load_dir(dir, &ExprEnv::new(), &LoadOptions { max_price }) {
+    match load_dir(
+        dir,
+        &ExprEnv::new(),
+        &LoadOptions {
+            max_price,
+            max_stored_answer_bytes: crate::pricing::DEFAULT_STORED_ANSWER_BYTES,
+        },
+    ) {
         Ok(set) => {
             for route in &set.routes {
                 println!(
@@ -300,6 +307,7 @@ fn quote_preview(config: &Config, args: &QuoteArgs) -> anyhow::Result<i32> {
         &env,
         &LoadOptions {
             max_price: config.max_price,
+            max_stored_answer_bytes: config.payments.stored_answer_max_bytes,
         },
     )
     .map_err(|e| anyhow::anyhow!("pricing rules are invalid:\n{e}"))?;

@@ -112,6 +112,10 @@ pub struct PaymentsConfig {
     /// A payment untouched this long is resolved by the reconciler.
     pub reconcile_after_seconds: u64,
     pub reconcile_interval_seconds: u64,
+    /// The largest answer kept for `payment-identifier` retries (a route may ask for less).
+    pub stored_answer_max_bytes: usize,
+    /// How long an answer stays retrievable under its payment id.
+    pub payment_id_ttl_seconds: u64,
 }
 
 #[derive(Debug)]
@@ -179,6 +183,8 @@ struct RawPayments {
     receipt_poll_ms: Option<u64>,
     reconcile_after_seconds: Option<u64>,
     reconcile_interval_seconds: Option<u64>,
+    stored_answer_max_bytes: Option<usize>,
+    payment_id_ttl_seconds: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -564,7 +570,17 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         receipt_poll_ms: p.receipt_poll_ms.unwrap_or(500).clamp(10, 60_000),
         reconcile_after_seconds: p.reconcile_after_seconds.unwrap_or(300),
         reconcile_interval_seconds: p.reconcile_interval_seconds.unwrap_or(30).max(1),
+        stored_answer_max_bytes: p
+            .stored_answer_max_bytes
+            .unwrap_or(crate::pricing::DEFAULT_STORED_ANSWER_BYTES),
+        payment_id_ttl_seconds: p.payment_id_ttl_seconds.unwrap_or(24 * 3600).max(1),
     };
+    if payments.stored_answer_max_bytes > 16 << 20 {
+        return Err(invalid(
+            "payments.stored_answer_max_bytes",
+            "must be at most 16 MiB",
+        ));
+    }
     if !(1024..=64 * 1024).contains(&payments.max_header_bytes) {
         return Err(invalid(
             "payments.max_header_bytes",
@@ -697,6 +713,7 @@ fn network_terms(i: usize, n: RawNetwork, quote_ttl: u64) -> Result<NetworkConfi
             pay_to,
             max_timeout_seconds,
             transfer_method,
+            upto_facilitator: None,
         },
         settlement,
     })

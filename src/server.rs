@@ -40,6 +40,7 @@ pub fn load_rules(config: &Config) -> Result<RulesHandle, crate::pricing::RuleEr
         ExprEnv::new(),
         LoadOptions {
             max_price: config.max_price,
+            max_stored_answer_bytes: config.payments.stored_answer_max_bytes,
         },
     )
 }
@@ -116,9 +117,22 @@ pub async fn build_state(config: Config, opts: BuildOptions) -> anyhow::Result<A
         .build()?;
     let signups_per_minute = config.signups_per_minute;
     let opts_clock = opts.clock.clone();
+    // `upto` offers name who may settle them, which only the built settlers know.
+    let terms = config
+        .networks
+        .iter()
+        .map(|n| {
+            let mut t = n.terms.clone();
+            t.upto_facilitator = payments
+                .as_ref()
+                .and_then(|p| p.settler(&t.network).ok()?.upto_facilitator())
+                .map(|a| a.to_checksum(None));
+            t
+        })
+        .collect();
     let quotes = QuoteEngine::new(
         store,
-        config.networks.iter().map(|n| n.terms.clone()).collect(),
+        terms,
         config.quote_ttl_seconds,
         opts.clock,
         config.memory_quote_capacity,
@@ -209,9 +223,13 @@ pub async fn build_payments(
                         None
                     }
                 };
-                check_supported(&facilitator, &n.network).await;
-                tracing::info!(network = %n.network, facilitator = %url, "facilitator settlement");
-                Box::new(FacilitatorSettler { facilitator, chain })
+                let upto_facilitator = check_supported(&facilitator, &n.network).await;
+                tracing::info!(network = %n.network, facilitator = %url, upto = ?upto_facilitator, "facilitator settlement");
+                Box::new(FacilitatorSettler {
+                    facilitator,
+                    chain,
+                    upto_facilitator,
+                })
             }
         };
         settlers.insert(n.network.clone(), settler);
@@ -227,12 +245,16 @@ pub async fn build_payments(
 
 /// Warns when the facilitator does not list `exact` on `network` for the protocol versions
 /// clients will use (payments would then be refused by it). Not fatal: a facilitator that is
-/// briefly down at start-up must not keep the gateway from serving quotes.
-async fn check_supported(facilitator: &Facilitator, network: &crate::x402::Network) {
+/// briefly down at start-up must not keep the gateway from serving quotes. Returns the signer
+/// its v2 `upto` kind names (`extra.facilitatorAddress`), which `upto` offers must carry.
+async fn check_supported(
+    facilitator: &Facilitator,
+    network: &crate::x402::Network,
+) -> Option<alloy::primitives::Address> {
     let supported = tokio::time::timeout(Duration::from_secs(5), facilitator.supported()).await;
     let Ok(Ok(supported)) = supported else {
-        tracing::warn!(%network, "the facilitator's /supported did not answer at start-up");
-        return;
+        tracing::warn!(%network, "the facilitator's /supported did not answer at start-up; no `upto` offers on this network");
+        return None;
     };
     let mut versions = vec![crate::x402::X402_VERSION_V2];
     if network.v1_name().is_some() {
@@ -248,6 +270,10 @@ async fn check_supported(facilitator: &Facilitator, network: &crate::x402::Netwo
             tracing::warn!(%network, version, "the facilitator does not list `exact` on this network for this x402 version");
         }
     }
+    supported
+        .find(crate::x402::X402_VERSION_V2, "upto", network)
+        .and_then(|k| k.extra.as_ref()?.get("facilitatorAddress")?.as_str())
+        .and_then(|a| a.parse().ok())
 }
 
 /// An RPC for the wrong chain would verify against the wrong token state: refuse to start.

@@ -203,24 +203,49 @@ async fn actual_charge(
     req: &QuotedRequest<'_>,
     resp: Response,
 ) -> (Response, UsdMicros) {
-    let ceiling = req.quote.price;
-    let Some(expr) = req
-        .route
-        .rules
-        .iter()
-        .find(|r| r.id == req.quote.rule.rule)
-        .and_then(|r| r.actual.as_ref())
-    else {
-        return (resp, ceiling);
-    };
+    if actual_expr(req).is_none() {
+        return (resp, req.quote.price);
+    }
     let (parts, body) = resp.into_parts();
     let bytes = match axum::body::to_bytes(body, ACTUAL_BODY_CAP).await {
         Ok(b) => b,
         Err(e) => {
             tracing::warn!(error = %e, "upstream answer unreadable for `actual`; charging the ceiling");
-            return (Response::from_parts(parts, Body::empty()), ceiling);
+            return (Response::from_parts(parts, Body::empty()), req.quote.price);
         }
     };
+    let charge = actual_price(state, req, &parts, &bytes);
+    (Response::from_parts(parts, Body::from(bytes)), charge)
+}
+
+fn actual_expr<'r>(req: &QuotedRequest<'r>) -> Option<&'r crate::pricing::expr::Expr> {
+    req.route
+        .rules
+        .iter()
+        .find(|r| r.id == req.quote.rule.rule)
+        .and_then(|r| r.actual.as_ref())
+}
+
+/// The rule's `actual` price for an answer already held in memory (the quoted ceiling when the
+/// rule has none, the answer is larger than `actual` may read, or the expression fails),
+/// clamped into [0, ceiling].
+pub(super) fn actual_price(
+    state: &AppState,
+    req: &QuotedRequest<'_>,
+    parts: &axum::http::response::Parts,
+    bytes: &[u8],
+) -> UsdMicros {
+    let ceiling = req.quote.price;
+    let Some(expr) = actual_expr(req) else {
+        return ceiling;
+    };
+    if bytes.len() > ACTUAL_BODY_CAP {
+        tracing::warn!(
+            len = bytes.len(),
+            "upstream answer too large for `actual`; charging the ceiling"
+        );
+        return ceiling;
+    }
     let response = json!({
         "status": parts.status.as_u16(),
         "headers": parts
@@ -228,21 +253,20 @@ async fn actual_charge(
             .iter()
             .filter_map(|(k, v)| Some((k.as_str().to_string(), Value::String(v.to_str().ok()?.to_string()))))
             .collect::<serde_json::Map<String, Value>>(),
-        "body": parse_strict(&bytes).unwrap_or_else(|_| json!({})),
+        "body": parse_strict(bytes).unwrap_or_else(|_| json!({})),
     });
     let input = EvalInput {
         request: req.view,
         body: req.body,
         response: Some(&response),
     };
-    let charge = match expr.eval_amount(&state.rules.env().bind(&input)) {
+    match expr.eval_amount(&state.rules.env().bind(&input)) {
         Ok(micros) => UsdMicros(micros).min(ceiling),
         Err(e) => {
             tracing::warn!(error = %e, rule = %req.quote.rule.rule, "`actual` failed; charging the ceiling");
             ceiling
         }
-    };
-    (Response::from_parts(parts, Body::from(bytes)), charge)
+    }
 }
 
 /// Releases a request's hold: the agent pays nothing for it.

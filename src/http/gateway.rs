@@ -133,6 +133,10 @@ async fn gateway(state: &AppState, req: Request) -> Result<Response, ApiError> {
         return forward(state, &parts, &path, &query_pairs, bytes, &parsed).await;
     }
 
+    let metered = route
+        .rules
+        .iter()
+        .any(|r| r.id == rule && r.actual.is_some());
     let issued = state
         .quotes
         .issue(QuoteRequest {
@@ -144,6 +148,7 @@ async fn gateway(state: &AppState, req: Request) -> Result<Response, ApiError> {
             },
             method,
             path: &path,
+            metered,
         })
         .await
         .map_err(|e| match e {

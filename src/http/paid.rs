@@ -12,11 +12,12 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use super::AppState;
-use super::credits::QuotedRequest;
+use super::credits::{QuotedRequest, actual_price};
 use super::error::ApiError;
 use super::payment_required::{self, v1_requirement_json, v2_requirement};
+use crate::payment::idempotency::{StoredAnswer, Taken};
 use crate::payment::matching::{self, Advertised};
-use crate::payment::pipeline::{Credited, Summary, Unsettled};
+use crate::payment::pipeline::{Charged, Credited, Summary, Unsettled};
 use crate::payment::{PaymentError, crash_point};
 use crate::pricing::SettleTiming;
 use crate::quote::{Offer, Quote};
@@ -104,17 +105,149 @@ fn insert_payment_response(h: &mut HeaderMap, version: u32, s: v2::SettleRespons
 
 fn insert_success(h: &mut HeaderMap, c: &Credited) {
     let s = c.summary();
-    insert_payment_response(
-        h,
-        s.version,
-        v2::SettleResponse::succeeded(c.tx(), &s.network, Some(s.payer)),
-    );
+    let mut settled = v2::SettleResponse::succeeded(c.tx(), &s.network, Some(s.payer));
+    settled.amount = c.settled_amount();
+    insert_payment_response(h, s.version, settled);
 }
 
-/// Pays for a quoted request with the payment in `header` and serves it.
+/// An `upto` payment charged nothing: success, no transaction, amount 0.
+fn insert_nothing_settled(h: &mut HeaderMap, s: Summary) {
+    let mut settled = v2::SettleResponse::succeeded("", &s.network, Some(s.payer));
+    settled.amount = Some("0".into());
+    insert_payment_response(h, s.version, settled);
+}
+
+/// Pays for a quoted request with the payment in `header` and serves it. A route with the
+/// `payment-identifier` extension keeps the answer under the buyer's payment id: a retry with
+/// the same id and payment gets it back instead of paying again.
 pub async fn serve_paid(
     state: &AppState,
     header: &str,
+    quote: &Arc<Quote>,
+    fresh: bool,
+    req: QuotedRequest<'_>,
+    bytes: Bytes,
+) -> Result<Response, ApiError> {
+    let decoded = matching::decode(header, state.config.payments.max_header_bytes)?;
+    let Some(policy) = req.route.payment_identifier else {
+        return pay(state, decoded, quote, fresh, req, bytes).await;
+    };
+    let Some(id) = decoded.payment_identifier()? else {
+        if policy.required {
+            return Err(ApiError::bad_request(
+                "payment_identifier_required",
+                "this route requires the payment-identifier extension: name the payment with extensions[\"payment-identifier\"].info.id",
+            ));
+        }
+        return pay(state, decoded, quote, fresh, req, bytes).await;
+    };
+    let payments = payments_of(state)?;
+    let key = format!("{}:{id}", req.route.id);
+    let fingerprint = decoded.fingerprint(&quote.request_hash);
+    let now = state.quotes.clock.now();
+    let expires = now.plus_secs(state.config.payments.payment_id_ttl_seconds);
+    let ids = payments.ids();
+    match ids
+        .take(&key, &fingerprint, now, expires)
+        .await
+        .map_err(PaymentError::from)?
+    {
+        Taken::Fresh => {}
+        Taken::Replay(answer) => return Ok(replayed(answer)),
+        Taken::InProgress => return Err(PaymentError::InProgress.into()),
+        Taken::Conflict => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "payment_identifier_conflict",
+                "this payment id was used with another payment or for another request",
+            ));
+        }
+    }
+    let out = pay(state, decoded, quote, fresh, req, bytes).await;
+    // A refused payment (402) or an error moved no money: the id is free for the next try.
+    let resp = match out {
+        Ok(resp) if resp.status() != StatusCode::PAYMENT_REQUIRED => resp,
+        other => {
+            if let Err(e) = ids.release(&key).await {
+                tracing::warn!(error = %e, key, "releasing a payment id failed; it expires on its own");
+            }
+            return other;
+        }
+    };
+    let (parts, body) = resp.into_parts();
+    let body = match axum::body::to_bytes(body, HELD_BODY_CAP).await {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!(error = %e, key, "a paid answer could not be read; it is not kept for retries");
+            return Err(ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "upstream_unreadable",
+                "the upstream answer could not be read",
+            ));
+        }
+    };
+    if body.len() <= policy.max_answer_bytes {
+        let answer = StoredAnswer {
+            status: parts.status.as_u16(),
+            headers: parts
+                .headers
+                .iter()
+                .filter(|(k, _)| {
+                    !matches!(
+                        k.as_str(),
+                        "content-length" | "transfer-encoding" | "connection"
+                    )
+                })
+                .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+                .collect(),
+            body: body.to_vec(),
+        };
+        if let Err(e) = ids.store(&key, &answer).await {
+            tracing::error!(error = %e, key, "storing a paid answer failed; a retry will not find it");
+        }
+    } else {
+        tracing::error!(
+            key,
+            len = body.len(),
+            max = policy.max_answer_bytes,
+            "a paid answer is larger than the route declared; it is not kept for retries"
+        );
+        if let Err(e) = ids.release(&key).await {
+            tracing::warn!(error = %e, key, "releasing a payment id failed");
+        }
+    }
+    Ok(Response::from_parts(parts, Body::from(body)))
+}
+
+/// A stored answer, served again for a retry (marked as such).
+fn replayed(a: StoredAnswer) -> Response {
+    let mut resp = Response::new(Body::from(a.body));
+    *resp.status_mut() = StatusCode::from_u16(a.status).unwrap_or(StatusCode::OK);
+    let h = resp.headers_mut();
+    for (k, v) in a.headers {
+        if let (Ok(k), Ok(v)) = (HeaderName::try_from(k), HeaderValue::try_from(v)) {
+            h.append(k, v);
+        }
+    }
+    h.insert(
+        HeaderName::from_static("tariff-replay"),
+        HeaderValue::from_static("payment-identifier"),
+    );
+    resp
+}
+
+fn payments_of(state: &AppState) -> Result<Arc<crate::payment::Payments>, ApiError> {
+    state.payments.clone().ok_or_else(|| {
+        ApiError::unavailable(
+            "payments_unavailable",
+            "this server keeps no payment records (no database)",
+        )
+    })
+}
+
+async fn pay(
+    state: &AppState,
+    decoded: matching::Decoded,
     quote: &Arc<Quote>,
     fresh: bool,
     req: QuotedRequest<'_>,
@@ -130,18 +263,12 @@ pub async fn serve_paid(
             Err(ApiError::from(e))
         }
     };
-    let decoded = matching::decode(header, state.config.payments.max_header_bytes)?;
     let advertised = AsAdvertised { quote, req: &req };
     let matched = match matching::match_quote(decoded, quote, fresh, &advertised) {
         Ok(m) => m,
         Err(e) => return refuse(e),
     };
-    let payments = state.payments.clone().ok_or_else(|| {
-        ApiError::unavailable(
-            "payments_unavailable",
-            "this server keeps no payment records (no database)",
-        )
-    })?;
+    let payments = payments_of(state)?;
     let verified = match payments.verify(matched).await {
         Ok(v) => v,
         Err(e) => return refuse(e),
@@ -152,7 +279,13 @@ pub async fn serve_paid(
     };
     crash_point("after_claim");
     let json = req.parsed.json();
-    match req.route.settle {
+    // `upto` settles what the answer cost, so it always settles after the answer.
+    let timing = if claimed.partial() {
+        SettleTiming::After
+    } else {
+        req.route.settle
+    };
+    match timing {
         SettleTiming::Before => {
             let credited = match payments.clone().settle_and_credit(claimed).await {
                 Ok(c) => c,
@@ -207,6 +340,20 @@ pub async fn serve_paid(
                     }
                     return Ok(upstream_failed);
                 }
+            };
+            let claimed = if claimed.partial() {
+                let charge = actual_price(state, &req, &parts, &body);
+                match payments.charge(claimed, charge).await {
+                    Ok(Charged::Settle(c)) => *c,
+                    Ok(Charged::Nothing(summary)) => {
+                        let mut resp = Response::from_parts(parts, Body::from(body));
+                        insert_nothing_settled(resp.headers_mut(), summary);
+                        return Ok(resp);
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            } else {
+                claimed
             };
             let credited = match payments.settle_and_credit(claimed).await {
                 Ok(c) => c,

@@ -115,7 +115,6 @@ struct V1Requirement<'a> {
 
 /// The v2 `PaymentRequired` JSON for a quote.
 pub fn v2_json(quote: &Quote, route: &Route, resource_url: &str, error: &str) -> Vec<u8> {
-    let discovery = route.discovery_json.get(&quote.method);
     let body = V2Body {
         x402_version: x402::X402_VERSION_V2,
         error,
@@ -125,7 +124,10 @@ pub fn v2_json(quote: &Quote, route: &Route, resource_url: &str, error: &str) ->
             .iter()
             .map(|o| v2_requirement(o, quote))
             .collect(),
-        extensions: discovery.map_or(empty_object(), |d| &d.v2_extensions),
+        extensions: route
+            .v2_extensions
+            .get(&quote.method)
+            .map_or(empty_object(), |e| &**e),
     };
     serde_json::to_vec(&body).expect("402 body serialises")
 }
@@ -183,7 +185,8 @@ pub fn v1_json(quote: &Quote, route: &Route, resource_url: &str, error: &str) ->
         .iter()
         .filter(|o| o.network.v1_name().is_some())
         // v1 knows only EIP-3009 (`exact` had one transfer method then).
-        .filter(|o| o.transfer_method.is_default())
+        // v1 knows `exact` with EIP-3009 only.
+        .filter(|o| o.transfer_method.is_default() && o.scheme.is_default())
         .map(|o| v1_requirement(o, quote, route, resource_url, &description))
         .collect();
     let body = V1Body {

@@ -63,7 +63,7 @@ impl CreditTarget {
             asset: format!("{:#x}", m.terms.asset),
             payer: format!("{:#x}", m.payment.payer()),
             nonce: m.payment.nonce(),
-            price: m.quote.price,
+            price: m.price,
             quote_id: m.quote.id.to_string(),
             request_hash: m.quote.request_hash.to_hex(),
             tx: tx.to_string(),

@@ -32,6 +32,26 @@ impl Decoded {
         }
     }
 
+    /// The buyer's `payment-identifier` id, if the payment carries one (v2 only). A malformed
+    /// id is the payer's fault: 400.
+    pub fn payment_identifier(&self) -> Result<Option<&str>, PaymentError> {
+        crate::x402::payment_identifier::payment_id(&self.raw).map_err(|detail| {
+            PaymentError::Malformed {
+                reason: "invalid_payment_identifier",
+                detail: detail.into(),
+            }
+        })
+    }
+
+    /// What a payment id is bound to: this request and exactly this payment (a retry of both
+    /// is the same; anything else under the same id is a conflict).
+    pub fn fingerprint(&self, request: &crate::quote::RequestHash) -> String {
+        let mut h = blake3::Hasher::new();
+        h.update(&request.0);
+        h.update(&serde_json::to_vec(&self.raw).expect("JSON value serialises"));
+        h.finalize().to_hex().to_string()
+    }
+
     /// The scheme-specific `payload` as sent.
     pub fn scheme_payload(&self) -> &Value {
         match &self.payload {
@@ -141,7 +161,7 @@ pub fn match_quote(
             let Some(offer) = on_network()
                 .find(|o| {
                     o.asset.eq_ignore_ascii_case(&accepted.asset)
-                        && scheme::for_offer(o).transfer_method() == scheme.transfer_method()
+                        && scheme::same(scheme::for_offer(o), scheme)
                 })
                 .or_else(|| on_network().find(|o| o.asset.eq_ignore_ascii_case(&accepted.asset)))
                 .or_else(|| on_network().next())
@@ -186,11 +206,9 @@ pub fn match_quote(
                     "this request has no open quote (it expired or was never issued); pay the fresh quote",
                 ));
             }
-            let Some(offer) = quote
-                .offers
-                .iter()
-                .find(|o| o.network == p.network && o.transfer_method.is_default())
-            else {
+            let Some(offer) = quote.offers.iter().find(|o| {
+                o.network == p.network && o.transfer_method.is_default() && o.scheme.is_default()
+            }) else {
                 return Err(refuse(
                     "invalid_network",
                     format!("no offer on {}", p.network),
@@ -209,6 +227,7 @@ pub fn match_quote(
         payment,
         payload: d.raw,
         requirements,
+        price: quote.price,
         quote: quote.clone(),
     })
 }

@@ -12,6 +12,7 @@
 pub mod booking;
 pub mod chain;
 pub mod facilitator;
+pub mod idempotency;
 pub mod matching;
 pub mod pipeline;
 pub mod reconcile;
@@ -161,6 +162,8 @@ pub struct Payments {
     clock: Clock,
     /// A payment untouched this long is the reconciler's (the request handling it is gone).
     pub reconcile_after_ms: u64,
+    /// Answers kept under buyers' payment ids.
+    ids: idempotency::PaymentIds,
     /// Ledger accounts known to exist: creating them is idempotent but costs two writes.
     known_accounts: std::sync::Mutex<std::collections::HashSet<String>>,
 }
@@ -174,6 +177,7 @@ impl Payments {
         reconcile_after_ms: u64,
     ) -> Payments {
         Payments {
+            ids: idempotency::PaymentIds::new(db.clone()),
             store: PaymentStore::new(db),
             ledger,
             settlers,
@@ -185,6 +189,10 @@ impl Payments {
 
     pub fn store(&self) -> &PaymentStore {
         &self.store
+    }
+
+    pub fn ids(&self) -> &idempotency::PaymentIds {
+        &self.ids
     }
 
     pub fn settler(&self, network: &Network) -> Result<&dyn Settler, PaymentError> {

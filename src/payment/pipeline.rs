@@ -2,14 +2,16 @@
 //!
 //! ```text
 //! Decoded ─match─► Matched ─verify─► Verified ─claim─► Claimed ─settle+credit─► Credited
-//!                                                        └─release─► (nothing owed)
+//!                                                        ├─release─► (nothing owed)
+//!                                                        └─charge─► Claimed (upto: the actual
+//!                                                                   amount, or nothing owed)
 //! ```
 //! Each stage is made only by the step before it (the fields are private to `payment`), so no
 //! caller can claim an unverified payment or credit an unsettled one.
 
 use std::sync::Arc;
 
-use alloy::primitives::B256;
+use alloy::primitives::{B256, U256};
 use async_trait::async_trait;
 use serde_json::Value;
 
@@ -18,6 +20,7 @@ use super::record::{Claim, NewPayment, Status};
 use super::scheme::{Scheme, SchemePayment, Terms};
 use super::settler::Settlement;
 use super::{CreditTarget, PaymentError, PaymentId, Payments, crash_point, resolve};
+use crate::money::UsdMicros;
 use crate::quote::Quote;
 use crate::x402::Network;
 
@@ -34,6 +37,8 @@ pub struct Matched {
     /// Our requirements for the matched offer, in the wire form of `version`.
     pub(super) requirements: Value,
     pub(super) quote: Arc<Quote>,
+    /// What the ledger books: the quote's price, or an `upto` payment's charge.
+    pub(super) price: UsdMicros,
 }
 
 /// Passed the local checks and the settler's.
@@ -96,6 +101,12 @@ impl Claimed {
         &self.id
     }
 
+    /// Whether the charge is fixed after the answer (`upto`): such a payment always settles
+    /// after the upstream answered, whatever the route's timing.
+    pub fn partial(&self) -> bool {
+        self.matched.payment.partial()
+    }
+
     pub fn summary(&self) -> Summary {
         self.matched.summary()
     }
@@ -110,6 +121,14 @@ impl Credited {
         &self.tx
     }
 
+    /// Base units settled, for a partial (`upto`) payment: what its payment response names.
+    pub fn settled_amount(&self) -> Option<String> {
+        self.matched
+            .payment
+            .partial()
+            .then(|| self.matched.terms.amount.to_string())
+    }
+
     pub fn summary(&self) -> Summary {
         self.matched.summary()
     }
@@ -117,6 +136,24 @@ impl Credited {
     pub(super) fn target(&self) -> CreditTarget {
         CreditTarget::of_matched(&self.matched, &self.id, &self.tx)
     }
+}
+
+/// A partial payment once its charge is fixed.
+#[derive(Debug)]
+pub enum Charged {
+    /// Settle this (its terms now carry the charge).
+    Settle(Box<Claimed>),
+    /// The charge is zero: nothing is settled, the authorization is left to expire.
+    Nothing(Summary),
+}
+
+/// Base units of a charge: the quoted amount scaled by `charge / ceiling`, rounded down (the
+/// payer never pays more than the price computed), never above the quoted amount.
+pub fn charge_units(quoted: U256, ceiling: UsdMicros, charge: UsdMicros) -> U256 {
+    if ceiling.0 == 0 || charge.0 >= ceiling.0 {
+        return quoted;
+    }
+    quoted.saturating_mul(U256::from(charge.0)) / U256::from(ceiling.0)
 }
 
 /// A settlement that did not end credited, with what its answer must name.
@@ -178,7 +215,7 @@ impl Payments {
             nonce: p.nonce(),
             pay_to: format!("{:#x}", m.terms.pay_to),
             amount: p.amount().to_string(),
-            price_micros: m.quote.price.get(),
+            price_micros: m.price.get(),
             quote_id: m.quote.id.to_string(),
             request_hash: m.quote.request_hash.to_hex(),
             x402_version: m.version,
@@ -200,6 +237,49 @@ impl Payments {
             }
             Claim::Held(_) => Err(PaymentError::InProgress),
         }
+    }
+
+    /// Fixes what a partial (`upto`) payment settles, once the upstream answered: `charge` in
+    /// the ledger's unit, at most the quoted price. Recorded on the claim before anything is
+    /// broadcast, so the reconciler looks for exactly this amount. A zero charge settles
+    /// nothing and releases the claim.
+    pub async fn charge(&self, c: Claimed, charge: UsdMicros) -> Result<Charged, PaymentError> {
+        let Claimed { mut matched, id } = c;
+        let ceiling = matched.quote.price;
+        if !matched.payment.partial() || charge > ceiling {
+            return Err(PaymentError::invalid(
+                "invalid_upto_evm_payload_settlement_exceeds_amount",
+                format!("a charge of {charge} exceeds what this payment authorizes ({ceiling})"),
+            ));
+        }
+        let units = charge_units(matched.payment.amount(), ceiling, charge);
+        if units.is_zero() {
+            let summary = matched.summary();
+            self.release(Claimed { matched, id }, "upto_nothing_charged")
+                .await?;
+            return Ok(Charged::Nothing(summary));
+        }
+        let recorded = self
+            .store
+            .charge(
+                id.as_str(),
+                &units.to_string(),
+                charge.get(),
+                self.clock.now(),
+            )
+            .await?;
+        if !recorded {
+            return Err(PaymentError::Internal(format!(
+                "payment {id} could not be charged: it is no longer claimed"
+            )));
+        }
+        matched.terms.amount = units;
+        matched.price = charge;
+        // A facilitator settles `paymentRequirements.amount`: the charge, at settle time.
+        if let Some(o) = matched.requirements.as_object_mut() {
+            o.insert("amount".into(), Value::String(units.to_string()));
+        }
+        Ok(Charged::Settle(Box::new(Claimed { matched, id })))
     }
 
     /// Gives up a claim whose settlement was never attempted (a settle-after request whose

@@ -119,5 +119,6 @@ fn row_terms(row: &PaymentRow, chain_id: u64) -> Result<Terms, PaymentError> {
         amount: row.amount.parse().map_err(|_| bad("amount"))?,
         eip712_name: String::new(),
         eip712_version: String::new(),
+        facilitator: None,
     })
 }

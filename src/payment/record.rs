@@ -67,6 +67,9 @@ pub struct StoredAuthorization {
     /// other schemes existed have none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub method: Option<String>,
+    /// The x402 scheme when it is not `exact` (absent in rows written before `upto`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<String>,
     /// The scheme's own payload, for schemes whose message has more than the fields above.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payload: Option<serde_json::Value>,
@@ -319,6 +322,30 @@ impl PaymentStore {
             .bind(to.as_str())
             .bind(tx_hash)
             .bind(error)
+            .bind(ms(now))
+            .bind(id)
+            .execute(p)
+            .await?
+            .rows_affected());
+        Ok(n == 1)
+    }
+
+    /// An `upto` payment's charge, fixed once the upstream answered and before anything is
+    /// broadcast: from here on the row's `amount` and `price_micros` are what settles and what
+    /// the ledger books, so the reconciler looks for (and credits) exactly this. Only a claimed
+    /// row can be charged, and only down from the amount claimed.
+    pub async fn charge(
+        &self,
+        id: &str,
+        amount: &str,
+        price_micros: u64,
+        now: UnixMillis,
+    ) -> Result<bool, DbError> {
+        const SQL: &str = "UPDATE payments SET amount = $1, price_micros = $2, updated_at_ms = $3 \
+             WHERE id = $4 AND status = 'claimed' AND price_micros >= $2";
+        let n = on_pool!(&self.db, p => sqlx::query(SQL)
+            .bind(amount)
+            .bind(int(price_micros))
             .bind(ms(now))
             .bind(id)
             .execute(p)

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use super::rules::Discovery;
+use super::rules::{Discovery, PaymentIdPolicy};
 use crate::x402::bazaar::{self, BodyType, DiscoveryInput, DiscoveryMethod, DiscoveryOutput};
 
 /// Pre-serialised discovery JSON for one method of a route.
@@ -24,6 +24,32 @@ pub struct RenderedDiscovery {
 
 fn raw(v: &Value) -> Box<RawValue> {
     RawValue::from_string(v.to_string()).expect("serde_json output is valid JSON")
+}
+
+/// The v2 `extensions` object of each method: its Bazaar discovery (if any) and the route's
+/// `payment-identifier` declaration (if any). Methods with neither have no entry (`{}`).
+pub fn render_extensions(
+    discovery: &BTreeMap<String, RenderedDiscovery>,
+    methods: &[String],
+    payment_id: Option<&PaymentIdPolicy>,
+) -> BTreeMap<String, Box<RawValue>> {
+    let mut out = BTreeMap::new();
+    for m in methods {
+        let mut ext: serde_json::Map<String, Value> = discovery
+            .get(m)
+            .and_then(|d| serde_json::from_str(d.v2_extensions.get()).ok())
+            .unwrap_or_default();
+        if let Some(p) = payment_id {
+            ext.insert(
+                crate::x402::payment_identifier::KEY.into(),
+                crate::x402::payment_identifier::declaration(p.required),
+            );
+        }
+        if !ext.is_empty() {
+            out.insert(m.clone(), raw(&Value::Object(ext)));
+        }
+    }
+    out
 }
 
 /// Renders the discovery JSON for each of `methods`. Methods Bazaar cannot describe are left

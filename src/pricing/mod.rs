@@ -10,5 +10,6 @@ pub mod rules;
 
 pub use reload::RulesHandle;
 pub use rules::{
-    Decision, LoadOptions, PricingError, Route, RuleError, RuleErrors, RuleSet, SettleTiming,
+    DEFAULT_STORED_ANSWER_BYTES, Decision, LoadOptions, PaymentIdPolicy, PricingError, Route,
+    RuleError, RuleErrors, RuleSet, SettleTiming,
 };

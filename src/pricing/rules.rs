@@ -72,6 +72,21 @@ pub struct RuleErrors(pub Vec<RuleError>);
 pub struct LoadOptions {
     /// The price cap of a route that sets none, and the ceiling for any route's own cap.
     pub max_price: UsdMicros,
+    /// The largest answer the server keeps for `payment-identifier` retries: a route whose
+    /// answers may be larger cannot offer the extension.
+    pub max_stored_answer_bytes: usize,
+}
+
+/// The default of [`LoadOptions::max_stored_answer_bytes`] (`payments.stored_answer_max_bytes`).
+pub const DEFAULT_STORED_ANSWER_BYTES: usize = 256 * 1024;
+
+/// A route's `payment-identifier` extension: buyers may (or must) name each payment with an id,
+/// and a retry with the same id and the same payment gets the stored answer of the first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PaymentIdPolicy {
+    pub required: bool,
+    /// The route's answers are at most this large: all of them can be stored.
+    pub max_answer_bytes: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -108,6 +123,11 @@ pub struct Route {
     /// `discovery` rendered per method, once (see `discovery.rs`).
     pub discovery_json: BTreeMap<String, RenderedDiscovery>,
     pub rules: Vec<Rule>,
+    /// The `payment-identifier` extension, when the route offers it.
+    pub payment_identifier: Option<PaymentIdPolicy>,
+    /// The v2 402's `extensions` per method: Bazaar discovery and `payment-identifier`,
+    /// rendered once at load.
+    pub v2_extensions: BTreeMap<String, Box<serde_json::value::RawValue>>,
     /// When an on-chain payment for this route is settled: before calling the upstream (the
     /// default) or after a successful answer, which is held back until the money moved.
     pub settle: SettleTiming,
@@ -185,6 +205,16 @@ struct RawRoute {
     rules: Vec<RawRule>,
     #[serde(default, rename = "sample")]
     samples: Vec<RawSample>,
+    payment_identifier: Option<RawPaymentId>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPaymentId {
+    #[serde(default)]
+    required: bool,
+    /// The largest answer this route gives (default: the server's cap).
+    max_answer_bytes: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -449,6 +479,27 @@ fn compile_route(
         .as_ref()
         .map(|d| discovery::render(d, &methods))
         .unwrap_or_default();
+    let payment_identifier = match raw.payment_identifier {
+        None => None,
+        Some(p) => {
+            let max_answer_bytes = p.max_answer_bytes.unwrap_or(opts.max_stored_answer_bytes);
+            if max_answer_bytes > opts.max_stored_answer_bytes {
+                errors.push(err(
+                    None,
+                    format!(
+                        "payment_identifier: answers of up to {max_answer_bytes} bytes cannot be stored for retries (payments.stored_answer_max_bytes is {})",
+                        opts.max_stored_answer_bytes
+                    ),
+                ));
+            }
+            Some(PaymentIdPolicy {
+                required: p.required,
+                max_answer_bytes,
+            })
+        }
+    };
+    let v2_extensions =
+        discovery::render_extensions(&discovery_json, &methods, payment_identifier.as_ref());
     let route = match path {
         Ok(path) if errors.is_empty() => Route {
             id: raw.id.clone(),
@@ -464,6 +515,8 @@ fn compile_route(
             discovery: raw.discovery,
             rules,
             settle: raw.settle,
+            payment_identifier,
+            v2_extensions,
         },
         Ok(_) => return Err(errors),
         Err(e) => {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::memory::MemoryQuoteStore;
 use super::model::{Offer, Quote, QuoteId, RequestHash, RuleRef};
 use super::store::{AnyQuoteStore, QuoteStore, StoreError};
-use super::terms::PaymentTerms;
+use super::terms::{OfferScheme, PaymentTerms, TransferMethod};
 use crate::money::UsdMicros;
 use crate::time::Clock;
 
@@ -38,6 +38,9 @@ pub struct QuoteRequest<'a> {
     pub rule: RuleRef,
     pub method: &'a str,
     pub path: &'a str,
+    /// The price is a ceiling: the rule computes the actual one from the upstream's answer, so
+    /// `upto` is offered next to `exact` where a network can settle it.
+    pub metered: bool,
 }
 
 /// A quote, and whether this call created it (false: an open quote was already there).
@@ -82,29 +85,47 @@ impl QuoteEngine {
         Ok(found)
     }
 
-    pub fn offers(&self, price: UsdMicros) -> Result<Vec<Offer>, IssueError> {
-        self.terms
-            .iter()
-            .map(|t| {
-                let amount =
-                    price
-                        .to_asset_units(t.decimals)
-                        .ok_or_else(|| IssueError::Overflow {
-                            price,
-                            network: t.network.to_string(),
-                        })?;
-                Ok(Offer {
-                    network: t.network.clone(),
-                    asset: t.asset.clone(),
-                    amount: amount.to_string(),
-                    pay_to: t.pay_to.clone(),
-                    max_timeout_seconds: t.max_timeout_seconds,
-                    eip712_name: t.eip712_name.clone(),
-                    eip712_version: t.eip712_version.clone(),
-                    transfer_method: t.transfer_method,
-                })
+    /// One `exact` offer per listing, then (`metered`) one `upto` offer per listing of a network
+    /// that can settle `upto`. Exact offers come first: a client that takes the first offer it
+    /// can pay keeps paying as before, and one that wants `upto` picks it by its policy.
+    pub fn offers(&self, price: UsdMicros, metered: bool) -> Result<Vec<Offer>, IssueError> {
+        let offer = |t: &PaymentTerms, scheme: OfferScheme| -> Result<Offer, IssueError> {
+            let amount = price
+                .to_asset_units(t.decimals)
+                .ok_or_else(|| IssueError::Overflow {
+                    price,
+                    network: t.network.to_string(),
+                })?;
+            let upto = scheme == OfferScheme::Upto;
+            Ok(Offer {
+                network: t.network.clone(),
+                asset: t.asset.clone(),
+                amount: amount.to_string(),
+                pay_to: t.pay_to.clone(),
+                max_timeout_seconds: t.max_timeout_seconds,
+                eip712_name: t.eip712_name.clone(),
+                eip712_version: t.eip712_version.clone(),
+                // EVM `upto` is Permit2 only, for every token.
+                transfer_method: if upto {
+                    TransferMethod::Permit2
+                } else {
+                    t.transfer_method
+                },
+                scheme,
+                facilitator: if upto {
+                    t.upto_facilitator.clone()
+                } else {
+                    None
+                },
             })
-            .collect()
+        };
+        let exact = self.terms.iter().map(|t| offer(t, OfferScheme::Exact));
+        let upto = self
+            .terms
+            .iter()
+            .filter(|t| metered && t.upto_facilitator.is_some())
+            .map(|t| offer(t, OfferScheme::Upto));
+        exact.chain(upto).collect()
     }
 
     /// Returns the open quote for `req.hash`, creating it (atomically, across instances) if
@@ -127,7 +148,7 @@ impl QuoteEngine {
             rule: req.rule,
             method: req.method.to_string(),
             path: req.path.to_string(),
-            offers: self.offers(req.price)?,
+            offers: self.offers(req.price, req.metered)?,
             created_at: now,
             expires_at: now.plus_secs(self.ttl_seconds),
         });

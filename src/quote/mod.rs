@@ -15,4 +15,4 @@ pub use memory::MemoryQuoteStore;
 pub use model::{Offer, Quote, QuoteId, RequestHash, RuleRef};
 pub use redis_store::RedisQuoteStore;
 pub use store::{AnyQuoteStore, QuoteStore, StoreError};
-pub use terms::{PaymentTerms, TransferMethod};
+pub use terms::{OfferScheme, PaymentTerms, TransferMethod};

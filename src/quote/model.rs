@@ -1,6 +1,6 @@
 //! The quote: what one specific request costs, on which networks, until when.
 
-use super::terms::TransferMethod;
+use super::terms::{OfferScheme, TransferMethod};
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -130,6 +130,13 @@ pub struct Offer {
     /// Omitted when it is the default, so quotes stored before Permit2 existed read the same.
     #[serde(default, skip_serializing_if = "TransferMethod::is_default")]
     pub transfer_method: TransferMethod,
+    /// `exact` unless the route's price is a ceiling (`upto`); omitted when the default, so
+    /// quotes stored before `upto` existed read the same.
+    #[serde(default, skip_serializing_if = "OfferScheme::is_default")]
+    pub scheme: OfferScheme,
+    /// `upto` only: the address the payer's witness binds as the one allowed to settle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub facilitator: Option<String>,
 }
 
 /// Which route and rule produced a price.

@@ -29,6 +29,31 @@ impl TransferMethod {
     }
 }
 
+/// The x402 scheme an offer is paid with.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OfferScheme {
+    /// Exactly the quoted amount.
+    #[default]
+    Exact,
+    /// At most the quoted amount (the ceiling); the price computed from the upstream's answer
+    /// is what settles. EVM `upto` is Permit2 only.
+    Upto,
+}
+
+impl OfferScheme {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OfferScheme::Exact => "exact",
+            OfferScheme::Upto => "upto",
+        }
+    }
+
+    pub fn is_default(&self) -> bool {
+        *self == OfferScheme::Exact
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PaymentTerms {
     pub network: Network,
@@ -40,4 +65,8 @@ pub struct PaymentTerms {
     pub pay_to: String,
     pub max_timeout_seconds: u64,
     pub transfer_method: TransferMethod,
+    /// Who may settle an `upto` payment on this network (the witness binds it): our relayer in
+    /// local mode, the facilitator's signer from its `/supported` in facilitator mode. `None`:
+    /// no `upto` is offered here. Filled in once the settlers are built, not from the config.
+    pub upto_facilitator: Option<String>,
 }

@@ -18,6 +18,7 @@ pub mod bazaar;
 pub mod codec;
 pub mod exact_evm;
 pub mod network;
+pub mod payment_identifier;
 pub mod v1;
 pub mod v2;
 

@@ -1,10 +1,14 @@
-// The OFFICIAL x402 facilitator (x402Facilitator from @x402/core + the exact-EVM facilitator schemes
-// from @x402/evm, unmodified) served over plain node:http against a local chain (anvil, id 84532).
+// The OFFICIAL x402 facilitator (x402Facilitator from @x402/core + the exact- and upto-EVM
+// facilitator schemes from @x402/evm, unmodified) served over plain node:http against a local
+// chain (anvil, id 84532).
 //
 //   node tests/interop/facilitator.mjs --rpc http://127.0.0.1:PORT --key 0x<settler key> [--port 0]
 //                                      [--host 127.0.0.1] [--ignore-stdin]
 //
-// Registers x402 v2 `exact` on eip155:84532 and x402 v1 `exact` on base-sepolia.
+// Registers x402 v2 `exact` and `upto` on eip155:84532 and x402 v1 `exact` on base-sepolia.
+// `upto` (Permit2 only) settles through the x402UptoPermit2Proxy at 0x4020A4f3…0002 and
+// advertises the settler in /supported as extra.facilitatorAddress (payers sign it into the
+// witness, and the proxy accepts settle() only from that address).
 //   POST /verify, POST /settle  body {x402Version, paymentPayload, paymentRequirements}
 //        -> 200 + what the facilitator returned (isValid:false / success:false included)
 //        -> 400 {error} for a body that is not JSON or lacks paymentPayload/paymentRequirements objects
@@ -18,6 +22,7 @@ import { x402Facilitator } from "@x402/core/facilitator";
 import { toFacilitatorEvmSigner } from "@x402/evm";
 import { ExactEvmScheme } from "@x402/evm/exact/facilitator";
 import { ExactEvmSchemeV1 } from "@x402/evm/exact/v1/facilitator";
+import { UptoEvmScheme } from "@x402/evm/upto/facilitator";
 import { createWalletClient, http, publicActions } from "viem";
 import { privateKeyToAccount } from "viem/accounts";
 import { localChain, parseArgs } from "./chain.mjs";
@@ -52,6 +57,7 @@ const signer = toFacilitatorEvmSigner({
 
 const facilitator = new x402Facilitator()
   .register("eip155:84532", new ExactEvmScheme(signer))
+  .register("eip155:84532", new UptoEvmScheme(signer))
   .registerV1("base-sepolia", new ExactEvmSchemeV1(signer));
 
 // bigint-safe JSON (the official responses are plain JSON, but be defensive).

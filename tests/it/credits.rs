@@ -369,7 +369,7 @@ async fn ledger_down_fails_closed_with_503_and_serves_nothing() {
 }
 
 /// An upstream that reports usage like an LLM API: /v1/<tokens> answers that many tokens.
-async fn usage_upstream() -> String {
+pub(crate) async fn usage_upstream() -> String {
     use axum::routing::post;
     let app = axum::Router::new().route(
         "/v1/{tokens}",
@@ -385,7 +385,7 @@ async fn usage_upstream() -> String {
     crate::harness::serve(app).await.0
 }
 
-const USAGE_RULES: &str = r#"
+pub(crate) const USAGE_RULES: &str = r#"
 [[route]]
 id = "llm"
 methods = ["POST"]
@@ -459,6 +459,7 @@ fn actual_needs_a_ceiling_and_may_read_the_response_only_there() {
             &ExprEnv::new(),
             &LoadOptions {
                 max_price: tariff::money::UsdMicros(10_000_000),
+                max_stored_answer_bytes: tariff::pricing::DEFAULT_STORED_ANSWER_BYTES,
             },
         )
         .map(|_| ())

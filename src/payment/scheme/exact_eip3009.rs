@@ -235,6 +235,7 @@ impl SchemePayment for Authorization {
             nonce: format!("{:#x}", m.nonce),
             signature: format!("0x{}", hex::encode(&self.signature)),
             method: None,
+            scheme: None,
             payload: None,
         }
     }
@@ -374,6 +375,7 @@ mod tests {
             amount: U256::from(20_000u64),
             eip712_name: "USDC".into(),
             eip712_version: "2".into(),
+            facilitator: None,
         }
     }
 

@@ -9,16 +9,18 @@
 
 use alloy::network::TransactionBuilder;
 use alloy::primitives::{Address, B256, Bytes, U256, address};
-use alloy::rpc::types::{Filter, TransactionRequest};
+use alloy::rpc::types::TransactionRequest;
 use alloy::sol;
 use alloy::sol_types::{Eip712Domain, SolCall, SolEvent, SolStruct};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::permit2::{self, PermitTerms, malformed, parse_signature, parse_u256};
+pub use super::permit2::{DEADLINE_MARGIN_SECS, PERMIT2};
 use super::{Scheme, SchemePayment, Terms, check_eoa_signature};
 use crate::payment::PaymentError;
-use crate::payment::chain::{Chain, Erc20Transfer, has_event, has_transfer};
+use crate::payment::chain::Chain;
 use crate::payment::record::StoredAuthorization;
 use crate::quote::Offer;
 use crate::x402::exact_evm::parse_address;
@@ -26,15 +28,9 @@ use crate::x402::exact_evm::parse_address;
 /// `extra.assetTransferMethod` of this scheme.
 pub const METHOD: &str = "permit2";
 
-/// The canonical Permit2 deployment (the same address on every chain).
-pub const PERMIT2: Address = address!("0x000000000022D473030F116dDEE9F6B43aC78BA3");
-
 /// `x402ExactPermit2Proxy`, deployed with CREATE2 at the same address on every chain: the
 /// spender every exact Permit2 payment names.
 pub const EXACT_PROXY: Address = address!("0x402085c248EeA27D92E8b30b2C58ed07f9E20001");
-
-/// Seconds the permit must stay valid beyond now (as for EIP-3009: settlement needs a block).
-pub const DEADLINE_MARGIN_SECS: u64 = 6;
 
 sol! {
     /// Field names, types and order are Permit2's witness typehash with the proxy's
@@ -58,10 +54,6 @@ sol! {
         uint256 nonce;
         uint256 deadline;
         Witness witness;
-    }
-
-    interface IPermit2 {
-        function nonceBitmap(address owner, uint256 wordPos) external view returns (uint256);
     }
 
     struct PermitTransferFrom {
@@ -117,22 +109,6 @@ pub struct Permit2Authorization {
     pub signature: Vec<u8>,
 }
 
-/// Strict uint256: digits only, no leading zeros, at most 78 digits, within range.
-fn parse_u256(s: &str) -> Option<U256> {
-    let ok = !s.is_empty()
-        && s.len() <= 78
-        && s.bytes().all(|b| b.is_ascii_digit())
-        && (s.len() == 1 || !s.starts_with('0'));
-    ok.then(|| U256::from_str_radix(s, 10).ok()).flatten()
-}
-
-fn malformed(field: &str) -> PaymentError {
-    PaymentError::Malformed {
-        reason: "invalid_permit2_payload",
-        detail: format!("permit2 payload: `{field}` is not well-formed"),
-    }
-}
-
 impl Permit2Authorization {
     pub fn from_wire(p: &Permit2Payload) -> Result<Self, PaymentError> {
         let a = &p.permit2_authorization;
@@ -142,12 +118,7 @@ impl Permit2Authorization {
                 .ok_or_else(|| malformed(f))
         };
         let num = |s: &str, f: &str| parse_u256(s).ok_or_else(|| malformed(f));
-        let signature = p
-            .signature
-            .strip_prefix("0x")
-            .filter(|h| !h.is_empty() && h.len() % 2 == 0)
-            .and_then(|h| hex::decode(h).ok())
-            .ok_or_else(|| malformed("signature"))?;
+        let signature = parse_signature(&p.signature).ok_or_else(|| malformed("signature"))?;
         Ok(Permit2Authorization {
             owner: addr(&a.from, "from")?,
             message: PermitWitnessTransferFrom {
@@ -169,13 +140,19 @@ impl Permit2Authorization {
 
     /// Permit2's own EIP-712 domain: name "Permit2", no version.
     pub fn domain(chain_id: u64) -> Eip712Domain {
-        Eip712Domain::new(
-            Some("Permit2".into()),
-            None,
-            Some(U256::from(chain_id)),
-            Some(PERMIT2),
-            None,
-        )
+        permit2::domain(chain_id)
+    }
+
+    fn permit_terms(&self) -> PermitTerms {
+        let m = &self.message;
+        PermitTerms {
+            token: m.permitted.token,
+            amount: m.permitted.amount,
+            spender: m.spender,
+            deadline: m.deadline,
+            to: m.witness.to,
+            valid_after: m.witness.validAfter,
+        }
     }
 
     pub fn signing_hash(&self, chain_id: u64) -> B256 {
@@ -243,7 +220,7 @@ impl Scheme for ExactPermit2 {
 
     fn parse(&self, payload: &Value) -> Result<Box<dyn SchemePayment>, PaymentError> {
         let wire = Permit2Payload::deserialize(payload).map_err(|e| PaymentError::Malformed {
-            reason: "invalid_permit2_payload",
+            reason: permit2::MALFORMED,
             detail: format!("permit2 payload: {e}"),
         })?;
         Ok(Box::new(Permit2Authorization::from_wire(&wire)?))
@@ -309,11 +286,7 @@ impl SchemePayment for Permit2Authorization {
     }
 
     fn valid_before(&self) -> u64 {
-        // Permit2 refuses a permit once block.timestamp > deadline.
-        self.message
-            .deadline
-            .saturating_to::<u64>()
-            .saturating_add(1)
+        self.permit_terms().valid_before()
     }
 
     /// The shared columns keep their meaning (the deadline stands for `validBefore`); the
@@ -329,64 +302,16 @@ impl SchemePayment for Permit2Authorization {
             nonce: self.nonce(),
             signature: format!("0x{}", hex::encode(&self.signature)),
             method: Some(METHOD.into()),
+            scheme: None,
             payload: Some(serde_json::to_value(self.wire()).expect("payload serialises")),
         }
     }
 
-    /// In the reference facilitator's order where it does not need the chain: signature,
-    /// spender, recipient, time window, amount, token.
+    /// The signature, then the checks every Permit2 scheme shares.
     fn check(&self, terms: &Terms, now_secs: u64) -> Result<(), PaymentError> {
-        let m = &self.message;
         self.check_signature(terms.chain_id)?;
-        if m.spender != EXACT_PROXY {
-            return Err(PaymentError::invalid(
-                "invalid_permit2_spender",
-                format!(
-                    "the permit's spender is {}, not the x402 exact Permit2 proxy {EXACT_PROXY}",
-                    m.spender
-                ),
-            ));
-        }
-        if m.witness.to != terms.pay_to {
-            return Err(PaymentError::invalid(
-                "invalid_permit2_recipient_mismatch",
-                format!(
-                    "the witness pays {}, the quote pays {}",
-                    m.witness.to, terms.pay_to
-                ),
-            ));
-        }
-        if m.deadline < U256::from(now_secs.saturating_add(DEADLINE_MARGIN_SECS)) {
-            return Err(PaymentError::invalid(
-                "permit2_deadline_expired",
-                format!("the permit expires at {}", m.deadline),
-            ));
-        }
-        if m.witness.validAfter > U256::from(now_secs) {
-            return Err(PaymentError::invalid(
-                "permit2_not_yet_valid",
-                format!("the permit is not valid before {}", m.witness.validAfter),
-            ));
-        }
-        if m.permitted.amount != terms.amount {
-            return Err(PaymentError::invalid(
-                "permit2_amount_mismatch",
-                format!(
-                    "the permit is for {} base units, the quote is for exactly {}",
-                    m.permitted.amount, terms.amount
-                ),
-            ));
-        }
-        if m.permitted.token != terms.asset {
-            return Err(PaymentError::invalid(
-                "permit2_token_mismatch",
-                format!(
-                    "the permit is for token {}, the quote is in {}",
-                    m.permitted.token, terms.asset
-                ),
-            ));
-        }
-        Ok(())
+        self.permit_terms()
+            .check(terms, now_secs, EXACT_PROXY, "x402 exact Permit2 proxy")
     }
 
     fn settle_call(&self, _terms: &Terms) -> TransactionRequest {
@@ -395,97 +320,37 @@ impl SchemePayment for Permit2Authorization {
             .with_input(self.permit_call().abi_encode())
     }
 
-    /// Allowance to Permit2 first (the answer a buyer can act on: approve Permit2), then the
-    /// balance, the nonce and a simulated settlement through the proxy.
     async fn preflight(
         &self,
         chain: &Chain,
         terms: &Terms,
         caller: Address,
     ) -> Result<(), PaymentError> {
-        let amount = self.message.permitted.amount;
-        let (allowance, balance, used, sim) = tokio::join!(
-            chain.allowance(terms.asset, self.owner, PERMIT2),
-            chain.balance_of(terms.asset, self.owner),
-            self.used(chain, terms),
-            chain.simulate(self.settle_call(terms).with_from(caller)),
-        );
-        if allowance? < amount {
-            return Err(PaymentError::invalid(
-                "permit2_allowance_required",
-                format!(
-                    "{} has not approved Permit2 ({PERMIT2}) for at least {amount} of {}",
-                    self.owner, terms.asset
-                ),
-            ));
-        }
-        if balance? < amount {
-            return Err(PaymentError::invalid(
-                "permit2_insufficient_balance",
-                format!("{} holds less than {amount}", self.owner),
-            ));
-        }
-        if used? {
-            return Err(PaymentError::invalid(
-                "permit2_invalid_nonce",
-                format!(
-                    "Permit2 nonce {} of {} was already used",
-                    self.message.nonce, self.owner
-                ),
-            ));
-        }
-        if let Err(reason) = sim? {
-            return Err(PaymentError::invalid(
-                "permit2_simulation_failed",
-                format!("the proxy refuses the settlement: {reason}"),
-            ));
-        }
-        Ok(())
+        let m = &self.message;
+        let settle = self.settle_call(terms).with_from(caller);
+        permit2::preflight(
+            chain,
+            terms.asset,
+            self.owner,
+            m.permitted.amount,
+            m.nonce,
+            settle,
+        )
+        .await
     }
 
-    /// Permit2's unordered nonces: bit `nonce & 0xff` of word `nonce >> 8` of the owner's bitmap.
     async fn used(&self, chain: &Chain, _terms: &Terms) -> Result<bool, PaymentError> {
-        let n = self.message.nonce;
-        let word = chain
-            .read(
-                PERMIT2,
-                IPermit2::nonceBitmapCall {
-                    owner: self.owner,
-                    wordPos: n >> 8,
-                },
-            )
-            .await?;
-        Ok((word >> (n & U256::from(0xffu8))) & U256::from(1u8) == U256::from(1u8))
+        permit2::nonce_used(chain, self.owner, self.message.nonce).await
     }
 
-    /// Permit2 logs nothing for a signature transfer: the proof is a transaction holding both
-    /// the proxy's `Settled` and the token's `Transfer` of exactly this amount from the payer
-    /// to payTo. (Another payment of the same amount between the same parties in that window
-    /// would be indistinguishable, which is why this is asked only once the nonce is used.)
     async fn landed(
         &self,
         chain: &Chain,
         terms: &Terms,
         from_block: Option<u64>,
     ) -> Result<Option<B256>, PaymentError> {
-        let filter = Filter::new()
-            .address(terms.asset)
-            .event_signature(Erc20Transfer::SIGNATURE_HASH)
-            .topic1(self.owner.into_word())
-            .topic2(terms.pay_to.into_word());
-        for tx in chain.log_txs(filter, from_block).await? {
-            let logs = chain.succeeded_logs(tx).await?;
-            let settled = has_event(
-                &logs,
-                EXACT_PROXY,
-                IX402ExactPermit2Proxy::Settled::SIGNATURE_HASH,
-            );
-            if settled && has_transfer(&logs, terms.asset, self.owner, terms.pay_to, self.amount())
-            {
-                return Ok(Some(tx));
-            }
-        }
-        Ok(None)
+        let settled = IX402ExactPermit2Proxy::Settled::SIGNATURE_HASH;
+        permit2::landed(chain, terms, self.owner, EXACT_PROXY, settled, from_block).await
     }
 }
 
@@ -506,6 +371,7 @@ mod tests {
             amount: U256::from(20_000u64),
             eip712_name: String::new(),
             eip712_version: String::new(),
+            facilitator: None,
         }
     }
 

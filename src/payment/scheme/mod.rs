@@ -8,6 +8,8 @@
 
 pub mod exact_eip3009;
 pub mod exact_permit2;
+pub mod permit2;
+pub mod upto_permit2;
 
 use std::fmt::Debug;
 
@@ -20,7 +22,7 @@ use serde_json::{Map, Value};
 use super::PaymentError;
 use super::chain::Chain;
 use super::record::StoredAuthorization;
-use crate::quote::{Offer, TransferMethod};
+use crate::quote::{Offer, OfferScheme, TransferMethod};
 
 /// What an offer asks for, decoded into chain types: the asset's EIP-712 domain and the
 /// transfer a payment must make.
@@ -32,6 +34,8 @@ pub struct Terms {
     pub amount: U256,
     pub eip712_name: String,
     pub eip712_version: String,
+    /// `upto`: the one address the witness may let settle.
+    pub facilitator: Option<Address>,
 }
 
 impl Terms {
@@ -46,6 +50,11 @@ impl Terms {
             amount: offer.amount.parse().map_err(|_| bad("amount"))?,
             eip712_name: offer.eip712_name.clone(),
             eip712_version: offer.eip712_version.clone(),
+            facilitator: offer
+                .facilitator
+                .as_deref()
+                .map(|f| f.parse().map_err(|_| bad("facilitator")))
+                .transpose()?,
         })
     }
 
@@ -96,8 +105,14 @@ pub trait SchemePayment: Send + Sync + Debug {
     /// scheme's own x402 vocabulary.
     fn replay_reason(&self) -> &'static str;
 
-    /// Base units this payment moves when settled.
+    /// Base units this payment moves when settled (for a partial scheme: the most it can).
     fn amount(&self) -> U256;
+
+    /// Whether less than [`SchemePayment::amount`] may be settled (`upto`): the charge is then
+    /// fixed after the upstream answered, and `Terms::amount` carries it to the settlement.
+    fn partial(&self) -> bool {
+        false
+    }
 
     /// Unix seconds from which the chain refuses the authorization.
     fn valid_before(&self) -> u64;
@@ -191,7 +206,11 @@ pub fn check_eoa_signature(
 
 /// The schemes this server takes.
 pub fn registry() -> &'static [&'static dyn Scheme] {
-    &[&exact_eip3009::ExactEip3009, &exact_permit2::ExactPermit2]
+    &[
+        &exact_eip3009::ExactEip3009,
+        &exact_permit2::ExactPermit2,
+        &upto_permit2::UptoPermit2,
+    ]
 }
 
 /// The scheme a payment names (`accepted.scheme` and `accepted.extra.assetTransferMethod` in
@@ -204,17 +223,24 @@ pub fn by_wire(name: &str, transfer_method: Option<&str>) -> Option<&'static dyn
 
 /// The scheme an offer is advertised with.
 pub fn for_offer(offer: &Offer) -> &'static dyn Scheme {
-    match offer.transfer_method {
-        TransferMethod::Eip3009 => &exact_eip3009::ExactEip3009,
-        TransferMethod::Permit2 => &exact_permit2::ExactPermit2,
+    match (offer.scheme, offer.transfer_method) {
+        (OfferScheme::Upto, _) => &upto_permit2::UptoPermit2,
+        (OfferScheme::Exact, TransferMethod::Eip3009) => &exact_eip3009::ExactEip3009,
+        (OfferScheme::Exact, TransferMethod::Permit2) => &exact_permit2::ExactPermit2,
     }
+}
+
+/// Whether two schemes are the same way of paying (name and transfer method).
+pub fn same(a: &dyn Scheme, b: &dyn Scheme) -> bool {
+    a.name() == b.name() && a.transfer_method() == b.transfer_method()
 }
 
 /// The scheme a stored payment was made with.
 pub fn for_record(stored: &StoredAuthorization) -> Result<&'static dyn Scheme, PaymentError> {
-    by_wire("exact", stored.method.as_deref()).ok_or_else(|| {
+    let name = stored.scheme.as_deref().unwrap_or("exact");
+    by_wire(name, stored.method.as_deref()).ok_or_else(|| {
         PaymentError::Internal(format!(
-            "stored payment of unknown transfer method {:?}",
+            "stored payment of unknown scheme {name} / transfer method {:?}",
             stored.method
         ))
     })

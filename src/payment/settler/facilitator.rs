@@ -13,12 +13,18 @@ use crate::payment::pipeline::Matched;
 pub struct FacilitatorSettler {
     pub facilitator: Facilitator,
     pub chain: Option<Chain>,
+    /// The facilitator's `upto` signer on this network, from its `/supported` at start-up.
+    pub upto_facilitator: Option<alloy::primitives::Address>,
 }
 
 #[async_trait]
 impl Settler for FacilitatorSettler {
     fn mode(&self) -> &'static str {
         "facilitator"
+    }
+
+    fn upto_facilitator(&self) -> Option<alloy::primitives::Address> {
+        self.upto_facilitator
     }
 
     fn chain(&self) -> Option<&Chain> {

@@ -20,6 +20,11 @@ impl Settler for LocalSettler {
         "local"
     }
 
+    /// Our relayer sends the settlement, so it is the one the witness must name.
+    fn upto_facilitator(&self) -> Option<alloy::primitives::Address> {
+        Some(self.relayer.address())
+    }
+
     fn chain(&self) -> Option<&Chain> {
         Some(&self.chain)
     }

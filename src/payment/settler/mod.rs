@@ -33,6 +33,10 @@ pub trait Settler: Send + Sync + Debug {
     /// `local` or `facilitator` (stored with each payment).
     fn mode(&self) -> &'static str;
 
+    /// The address an `upto` witness must name for this settler to be able to settle it (the
+    /// upto proxy only takes a settlement from that address); `None`: no `upto` here.
+    fn upto_facilitator(&self) -> Option<alloy::primitives::Address>;
+
     /// The chain this settler reads, for front-running checks and reconciliation; optional
     /// for a facilitator.
     fn chain(&self) -> Option<&Chain>;

@@ -5,9 +5,11 @@
 mod crash;
 mod hostile;
 mod interop;
+mod payment_id;
 mod permit2;
 mod store;
 mod timing;
+mod upto;
 
 use std::process::Command;
 
@@ -175,6 +177,7 @@ impl Draft {
             amount: s("amount").parse().unwrap(),
             eip712_name: accepted["extra"]["name"].as_str().unwrap().into(),
             eip712_version: accepted["extra"]["version"].as_str().unwrap().into(),
+            facilitator: None,
         };
         Draft {
             accepted: accepted.clone(),

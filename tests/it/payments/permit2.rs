@@ -20,6 +20,7 @@ use tariff::payment::scheme::exact_permit2::{
     EXACT_PROXY, ExactPermit2, PERMIT2, Permit2Authorization, PermitWitnessTransferFrom,
     TokenPermissions, Witness,
 };
+use tariff::payment::scheme::upto_permit2::UPTO_PROXY;
 use tariff::payment::scheme::{Scheme, SchemePayment, Terms};
 
 use super::{CHAIN_ID, FINGERPRINT_KEY, GAS_KEY, PAY_TO};
@@ -28,7 +29,8 @@ use crate::support::{AnvilNode, contract_artifact};
 use tariff::ledger::TransferKind;
 
 /// anvil dev account 5: the buyer, holding only the plain ERC-20.
-const PAYER_KEY: &str = "0x8b3a350cf5c34c9194ca85829a2df0ec3153be0318b5e2d3348e872092edffba";
+pub(super) const PAYER_KEY: &str =
+    "0x8b3a350cf5c34c9194ca85829a2df0ec3153be0318b5e2d3348e872092edffba";
 const PRICE: u64 = 20_000;
 
 sol! {
@@ -37,31 +39,32 @@ sol! {
     function balanceOf(address account) external view returns (uint256);
 }
 
-struct Rig {
-    node: AnvilNode,
-    chain: Chain,
-    relayer: Relayer,
-    token: Address,
-    payer: PrivateKeySigner,
+pub(super) struct Rig {
+    pub(super) node: AnvilNode,
+    pub(super) chain: Chain,
+    pub(super) relayer: Relayer,
+    pub(super) token: Address,
+    pub(super) payer: PrivateKeySigner,
 }
 
-struct NoRecord;
+pub(super) struct NoRecord;
 
 #[async_trait]
 impl Broadcast for NoRecord {
     async fn broadcast(&self, _tx: B256) {}
 }
 
-fn hex_data(bytes: &[u8]) -> String {
+pub(super) fn hex_data(bytes: &[u8]) -> String {
     format!("0x{}", hex::encode(bytes))
 }
 
 impl Rig {
-    async fn start() -> Rig {
+    pub(super) async fn start() -> Rig {
         let node = AnvilNode::spawn(CHAIN_ID).await;
         for (address, artifact) in [
             (PERMIT2, "TestPermit2.runtime.bin"),
             (EXACT_PROXY, "X402ExactPermit2Proxy.runtime.bin"),
+            (UPTO_PROXY, "X402UptoPermit2Proxy.runtime.bin"),
         ] {
             let code = format!("0x{}", contract_artifact(artifact).trim());
             node.rpc("anvil_setCode", json!([format!("{address:#x}"), code]))
@@ -119,10 +122,11 @@ impl Rig {
             amount: U256::from(PRICE),
             eip712_name: String::new(),
             eip712_version: String::new(),
+            facilitator: None,
         }
     }
 
-    async fn approve_permit2(&self) {
+    pub(super) async fn approve_permit2(&self) {
         self.node
             .send_tx(json!({
                 "from": format!("{:#x}", self.payer.address()), "to": format!("{:#x}", self.token),
@@ -131,7 +135,7 @@ impl Rig {
             .await;
     }
 
-    async fn balance(&self, who: Address) -> U256 {
+    pub(super) async fn balance(&self, who: Address) -> U256 {
         self.chain.balance_of(self.token, who).await.unwrap()
     }
 

@@ -30,6 +30,7 @@ fn payment(id: &str, nonce: u8) -> NewPayment {
             signature: format!("0x{}", "ee".repeat(65)),
             // Every other row carries a scheme's own payload, which must round-trip too.
             method: nonce.is_multiple_of(2).then(|| "permit2".to_string()),
+            scheme: nonce.is_multiple_of(4).then(|| "upto".to_string()),
             payload: nonce
                 .is_multiple_of(2)
                 .then(|| serde_json::json!({"nonce": nonce.to_string()})),
@@ -84,7 +85,30 @@ async fn payment_records_follow_one_contract_on_every_backend() {
 
         // Forward only: settled cannot fail, credited needs settled first.
         assert!(!store.credited("pay_a", t).await.unwrap(), "{name}");
+        // An `upto` charge: only down from what was claimed, only before a broadcast.
+        let claimed = payment("pay_a", 1).price_micros;
+        assert!(
+            !store.charge("pay_a", "1", claimed + 1, t).await.unwrap(),
+            "{name}: a charge above the claim"
+        );
+        assert!(
+            store
+                .charge("pay_a", "12000", claimed - 1, t)
+                .await
+                .unwrap(),
+            "{name}"
+        );
+        let row = store.get("pay_a").await.unwrap().unwrap();
+        assert_eq!(
+            (row.amount.as_str(), row.price_micros),
+            ("12000", claimed - 1),
+            "{name}"
+        );
         assert!(store.submitted("pay_a", "0xtx", t).await.unwrap(), "{name}");
+        assert!(
+            !store.charge("pay_a", "1", 1, t).await.unwrap(),
+            "{name}: no charge after a broadcast"
+        );
         assert!(
             store
                 .settled("pay_a", "0xtx", UnixMillis(2_000))
