@@ -159,7 +159,9 @@ fn bench_pricing(c: &mut Criterion) {
         b.iter(|| tariff::http::payment_required::v1_json(black_box(&quote), &route, url, "x"))
     });
     g.bench_function("render_v1_body_and_v2_header", |b| {
-        b.iter(|| tariff::http::payment_required::render(black_box(&quote), &route, url, None))
+        b.iter(|| {
+            tariff::http::payment_required::render(black_box(&quote), &route, url, None, None)
+        })
     });
     g.finish();
 }

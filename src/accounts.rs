@@ -55,10 +55,40 @@ impl fmt::Debug for ApiKey {
     }
 }
 
+/// The agent account an on-chain payer's credits live in when its wallet is linked to no other.
+pub fn wallet_account(wallet: &str) -> String {
+    format!("agent:wallet:{}", wallet.to_ascii_lowercase())
+}
+
+/// Which account a wallet spends from and is credited to: the agent account it was linked to,
+/// else its own (`agent:wallet:<address>`).
+#[derive(Clone, Debug)]
+pub struct WalletLinks {
+    db: Db,
+}
+
+impl WalletLinks {
+    pub fn new(db: Db) -> Self {
+        WalletLinks { db }
+    }
+
+    pub async fn account_of(&self, wallet: &str) -> Result<String, DbError> {
+        let wallet = wallet.to_ascii_lowercase();
+        const SELECT: &str = "SELECT account_id FROM wallet_links WHERE wallet = $1";
+        let row: Option<(String,)> =
+            on_pool!(&self.db, p => sqlx::query_as(SELECT).bind(&wallet).fetch_optional(p).await?);
+        Ok(row.map_or_else(|| wallet_account(&wallet), |(a,)| a))
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum AccountsError {
     #[error("the API key is malformed, unknown or revoked")]
     InvalidKey,
+    #[error("wallet {wallet} is already linked to another account")]
+    WalletLinked { wallet: String },
+    #[error("this sign-in message was already used (nonce {0})")]
+    NonceUsed(String),
     #[error("every adjustment needs a reason")]
     ReasonRequired,
     #[error(transparent)]
@@ -165,6 +195,99 @@ impl Accounts {
             .await?;
         let balance = self.ledger.balance(&account).await?;
         Ok((transfer, balance))
+    }
+
+    /// A new API key for `account` (an existing agent account).
+    pub async fn issue_key(&self, account: &AccountId) -> Result<ApiKey, AccountsError> {
+        let key = ApiKey::generate();
+        let now = i64::try_from(self.clock.now().0).unwrap_or(i64::MAX);
+        const INSERT: &str =
+            "INSERT INTO api_keys (key_hash, account_id, created_at_ms) VALUES ($1, $2, $3)";
+        on_pool!(&self.db, p => sqlx::query(INSERT)
+            .bind(key.hash())
+            .bind(account.as_str())
+            .bind(now)
+            .execute(p)
+            .await
+            .map(|_| ())?);
+        Ok(key)
+    }
+
+    pub fn links(&self) -> WalletLinks {
+        WalletLinks::new(self.db.clone())
+    }
+
+    /// The account a signed-in wallet spends from, created if it is the wallet's own and new.
+    pub async fn wallet_spends_from(&self, wallet: &str) -> Result<AccountId, AccountsError> {
+        let id = AccountId::new(self.links().account_of(wallet).await?)?;
+        if id.as_str() == wallet_account(wallet) {
+            self.ledger
+                .create_account(NewAccount {
+                    id: id.clone(),
+                    kind: AccountKind::Agent,
+                    owner: Some(format!("wallet:{}", wallet.to_ascii_lowercase())),
+                    allow_negative: false,
+                })
+                .await?;
+        }
+        Ok(id)
+    }
+
+    /// Links `wallet` to `account`, so its sign-ins spend from it and its on-chain payments are
+    /// credited to it. Linking again to the same account is a no-op; a wallet linked elsewhere
+    /// stays there.
+    pub async fn link_wallet(
+        &self,
+        wallet: &str,
+        account: &AccountId,
+    ) -> Result<(), AccountsError> {
+        let wallet = wallet.to_ascii_lowercase();
+        let now = i64::try_from(self.clock.now().0).unwrap_or(i64::MAX);
+        const INSERT: &str = "INSERT INTO wallet_links (wallet, account_id, linked_at_ms) VALUES ($1, $2, $3) \
+             ON CONFLICT DO NOTHING";
+        on_pool!(&self.db, p => sqlx::query(INSERT)
+            .bind(&wallet)
+            .bind(account.as_str())
+            .bind(now)
+            .execute(p)
+            .await
+            .map(|_| ())?);
+        if self.links().account_of(&wallet).await? == account.as_str() {
+            Ok(())
+        } else {
+            Err(AccountsError::WalletLinked { wallet })
+        }
+    }
+
+    /// Takes a sign-in nonce: true once per nonce, on every instance. Nonces older than
+    /// `forget_before_ms` are purged (no message that old is accepted any more).
+    pub async fn use_nonce(
+        &self,
+        nonce: &str,
+        wallet: &str,
+        forget_before_ms: u64,
+    ) -> Result<(), AccountsError> {
+        let now = i64::try_from(self.clock.now().0).unwrap_or(i64::MAX);
+        let forget = i64::try_from(forget_before_ms).unwrap_or(i64::MAX);
+        on_pool!(&self.db, p => sqlx::query("DELETE FROM siwx_nonces WHERE used_at_ms < $1")
+            .bind(forget)
+            .execute(p)
+            .await
+            .map(|_| ())?);
+        const INSERT: &str = "INSERT INTO siwx_nonces (nonce, wallet, used_at_ms) VALUES ($1, $2, $3) \
+             ON CONFLICT DO NOTHING";
+        let n = on_pool!(&self.db, p => sqlx::query(INSERT)
+            .bind(nonce)
+            .bind(wallet.to_ascii_lowercase())
+            .bind(now)
+            .execute(p)
+            .await?
+            .rows_affected());
+        if n == 1 {
+            Ok(())
+        } else {
+            Err(AccountsError::NonceUsed(nonce.to_string()))
+        }
     }
 
     /// The account a bearer key spends from.

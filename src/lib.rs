@@ -14,4 +14,5 @@ pub mod pricing;
 pub mod quote;
 pub mod server;
 pub mod time;
+pub mod wallet;
 pub mod x402;

@@ -63,7 +63,7 @@ pub fn bearer(headers: &HeaderMap) -> Option<Result<&str, ApiError>> {
     }))
 }
 
-fn accounts(state: &AppState) -> Result<&Accounts, ApiError> {
+pub(super) fn accounts(state: &AppState) -> Result<&Accounts, ApiError> {
     state.accounts.as_ref().ok_or_else(|| {
         ApiError::unavailable("credits_unavailable", "this server keeps no credits ledger")
     })
@@ -83,10 +83,11 @@ pub struct QuotedRequest<'a> {
     pub body: &'a Value,
 }
 
-/// Pays for a quoted request from `key`'s balance and serves it.
+/// Pays for a quoted request from `account`'s balance (an API key's, or a signed-in wallet's)
+/// and serves it.
 pub async fn serve_with_credits(
     state: &AppState,
-    key: &str,
+    account: AccountId,
     req: QuotedRequest<'_>,
     bytes: Bytes,
 ) -> Result<Response, ApiError> {
@@ -101,7 +102,6 @@ pub async fn serve_with_credits(
         ..
     } = req;
     let accounts = accounts(state)?;
-    let account = accounts.authenticate(key).await?;
     let ledger = accounts.ledger();
     let revenue = AccountId::new(REVENUE)?;
     let hold_id = TransferId::new(format!("req:{}:{:016x}", quote.id, rand::random::<u64>()))?;
@@ -133,7 +133,14 @@ pub async fn serve_with_credits(
                 UsdMicros(u64::try_from(available).unwrap_or(0)),
                 quote.price
             );
-            let mut resp = payment_required::render(quote, route, resource_url, Some(&msg));
+            let challenge = super::sign_in::challenge(state, quote, resource_url);
+            let mut resp = payment_required::render(
+                quote,
+                route,
+                resource_url,
+                Some(&msg),
+                challenge.as_ref(),
+            );
             resp.headers_mut().insert(
                 HeaderName::from_static(REASON),
                 HeaderValue::from_static("insufficient_credits"),

@@ -109,6 +109,12 @@ impl From<AccountsError> for ApiError {
             AccountsError::ReasonRequired => {
                 ApiError::bad_request("reason_required", e.to_string())
             }
+            AccountsError::WalletLinked { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "wallet_already_linked", e.to_string())
+            }
+            AccountsError::NonceUsed(_) => {
+                ApiError::unauthorized("siwx_nonce_reused", e.to_string())
+            }
             AccountsError::Ledger(l) => l.into(),
             AccountsError::Db(d) => ApiError::unavailable(
                 "ledger_unavailable",

@@ -19,6 +19,7 @@ use super::payment_required;
 use super::request::{
     ParsedBody, canonical_path, check_content_length, declared_headers, parse_body, parse_query,
 };
+use super::sign_in;
 use crate::config::UnpricedPolicy;
 use crate::money::UsdMicros;
 use crate::pricing::Decision;
@@ -179,9 +180,20 @@ async fn gateway(state: &AppState, req: Request) -> Result<Response, ApiError> {
         return paid::serve_paid(state, payment, &issued.quote, issued.created, req, bytes).await;
     }
     if let Some(key) = credits::tariff_key(&parts.headers) {
-        return credits::serve_with_credits(state, key, req, bytes).await;
+        let account = credits::accounts(state)?.authenticate(key).await?;
+        return credits::serve_with_credits(state, account, req, bytes).await;
     }
-    Ok(payment_required::render(&issued.quote, route, &url, None))
+    if let Some(signed) = parts.headers.get(crate::x402::siwx::HEADER) {
+        return sign_in::serve_signed_in(state, signed, req, bytes).await;
+    }
+    let challenge = sign_in::challenge(state, &issued.quote, &url);
+    Ok(payment_required::render(
+        &issued.quote,
+        route,
+        &url,
+        None,
+        challenge.as_ref(),
+    ))
 }
 
 /// The quote store failed: fail closed, nothing is served unpriced.
@@ -239,7 +251,7 @@ async fn forward(
 
 /// The absolute URL of the resource, for the 402's `resource`: the configured public base,
 /// else the Host the client used.
-fn resource_url(state: &AppState, parts: &Parts) -> String {
+pub(super) fn resource_url(state: &AppState, parts: &Parts) -> String {
     let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     if let Some(base) = &state.config.public_url {
         return format!("{base}{path_and_query}");

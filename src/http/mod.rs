@@ -9,6 +9,7 @@ pub mod paid;
 pub mod payment_required;
 pub mod rate_limit;
 pub mod request;
+pub mod sign_in;
 pub mod upstream;
 
 use std::ops::Deref;
@@ -67,6 +68,8 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(ops::metrics))
         .route("/accounts", post(credits::open_account))
         .route("/accounts/me", get(credits::me))
+        .route("/accounts/wallet", post(sign_in::wallet_key))
+        .route("/accounts/me/wallets", post(sign_in::link_wallet))
         .route("/admin/credits", post(credits::grant))
         .fallback(gateway::handle)
         .with_state(state)

@@ -70,7 +70,8 @@ fn refused(
     settled: Option<&Summary>,
 ) -> Response {
     tracing::info!(reason = e.code(), detail = %e, quote = %quote.id, "payment refused");
-    let mut resp = payment_required::render(quote, req.route, req.resource_url, Some(e.code()));
+    let mut resp =
+        payment_required::render(quote, req.route, req.resource_url, Some(e.code()), None);
     if let Ok(v) = HeaderValue::from_str(e.code()) {
         resp.headers_mut()
             .insert(HeaderName::from_static(REASON), v);

@@ -20,7 +20,7 @@ use base64::Engine;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use crate::x402::{self, v2};
+use crate::x402::{self, siwx, v2};
 
 pub const V2_ERROR: &str = "PAYMENT-SIGNATURE header is required";
 pub const V1_ERROR: &str = "X-PAYMENT header is required";
@@ -115,6 +115,36 @@ struct V1Requirement<'a> {
 
 /// The v2 `PaymentRequired` JSON for a quote.
 pub fn v2_json(quote: &Quote, route: &Route, resource_url: &str, error: &str) -> Vec<u8> {
+    v2_json_with(quote, route, resource_url, error, None)
+}
+
+/// The v2 JSON with a fresh `sign-in-with-x` challenge next to the route's extensions (a
+/// challenge is single-use, so it is the one part of a 402 that differs per answer).
+fn v2_json_with(
+    quote: &Quote,
+    route: &Route,
+    resource_url: &str,
+    error: &str,
+    sign_in: Option<&siwx::Challenge>,
+) -> Vec<u8> {
+    let merged;
+    let extensions: &RawValue = match sign_in {
+        None => route
+            .v2_extensions
+            .get(&quote.method)
+            .map_or(empty_object(), |e| &**e),
+        Some(c) => {
+            let mut ext: Map<String, Value> = route
+                .v2_extensions
+                .get(&quote.method)
+                .and_then(|e| serde_json::from_str(e.get()).ok())
+                .unwrap_or_default();
+            ext.insert(siwx::KEY.into(), c.declaration());
+            merged = RawValue::from_string(Value::Object(ext).to_string())
+                .expect("serde_json output is valid JSON");
+            &merged
+        }
+    };
     let body = V2Body {
         x402_version: x402::X402_VERSION_V2,
         error,
@@ -124,10 +154,7 @@ pub fn v2_json(quote: &Quote, route: &Route, resource_url: &str, error: &str) ->
             .iter()
             .map(|o| v2_requirement(o, quote))
             .collect(),
-        extensions: route
-            .v2_extensions
-            .get(&quote.method)
-            .map_or(empty_object(), |e| &**e),
+        extensions,
     };
     serde_json::to_vec(&body).expect("402 body serialises")
 }
@@ -199,8 +226,20 @@ pub fn v1_json(quote: &Quote, route: &Route, resource_url: &str, error: &str) ->
 
 /// The full 402 response. `error` overrides the default "header is required" messages (for a
 /// fresh 402 after a rejected payment).
-pub fn render(quote: &Quote, route: &Route, resource_url: &str, error: Option<&str>) -> Response {
-    let v2 = v2_json(quote, route, resource_url, error.unwrap_or(V2_ERROR));
+pub fn render(
+    quote: &Quote,
+    route: &Route,
+    resource_url: &str,
+    error: Option<&str>,
+    sign_in: Option<&siwx::Challenge>,
+) -> Response {
+    let v2 = v2_json_with(
+        quote,
+        route,
+        resource_url,
+        error.unwrap_or(V2_ERROR),
+        sign_in,
+    );
     let body = v1_json(quote, route, resource_url, error.unwrap_or(V1_ERROR));
     let header_value = base64::engine::general_purpose::STANDARD.encode(&v2);
     let mut resp = (StatusCode::PAYMENT_REQUIRED, body).into_response();

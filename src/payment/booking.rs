@@ -15,7 +15,7 @@ use super::{PaymentError, PaymentId, Payments, crash_point};
 
 /// The agent account an on-chain payer's credits live in.
 pub fn payer_account(payer: &str) -> String {
-    format!("agent:wallet:{}", payer.to_ascii_lowercase())
+    crate::accounts::wallet_account(payer)
 }
 
 /// Where on-chain money enters the books (may go negative: it mirrors money outside).
@@ -76,7 +76,11 @@ impl Payments {
         &self,
         t: &CreditTarget,
     ) -> Result<(AccountId, AccountId), PaymentError> {
-        let agent = AccountId::new(payer_account(&t.payer)).map_err(ledger_down)?;
+        // A wallet linked to an agent account is credited there, where its agent spends.
+        let agent = self.links.account_of(&t.payer).await.map_err(|e| {
+            PaymentError::unavailable("database_unavailable", format!("wallet links: {e}"))
+        })?;
+        let agent = AccountId::new(agent).map_err(ledger_down)?;
         let inflow = AccountId::new(inflow_account(&t.network, &t.asset)).map_err(ledger_down)?;
         let known = |id: &AccountId| {
             self.known_accounts
@@ -87,15 +91,18 @@ impl Payments {
         if known(&agent) && known(&inflow) {
             return Ok((agent, inflow));
         }
-        self.ledger
-            .create_account(NewAccount {
-                id: agent.clone(),
-                kind: AccountKind::Agent,
-                owner: Some(format!("wallet:{}", t.payer.to_ascii_lowercase())),
-                allow_negative: false,
-            })
-            .await
-            .map_err(ledger_down)?;
+        // A linked account exists already (it was opened before the link).
+        if agent.as_str() == payer_account(&t.payer) {
+            self.ledger
+                .create_account(NewAccount {
+                    id: agent.clone(),
+                    kind: AccountKind::Agent,
+                    owner: Some(format!("wallet:{}", t.payer.to_ascii_lowercase())),
+                    allow_negative: false,
+                })
+                .await
+                .map_err(ledger_down)?;
+        }
         self.ledger
             .create_account(NewAccount {
                 id: inflow.clone(),
@@ -185,7 +192,7 @@ impl Payments {
                 id: TransferId::new(format!("pay:{}:refund", t.payment_id)).map_err(ledger_down)?,
                 kind: TransferKind::Refund,
                 debit: AccountId::new(REVENUE).map_err(ledger_down)?,
-                credit: AccountId::new(payer_account(&t.payer)).map_err(ledger_down)?,
+                credit: self.ensure_accounts(t).await?.0,
                 amount: t.price,
                 refs: References {
                     quote_id: Some(t.quote_id.clone()),

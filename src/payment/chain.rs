@@ -121,6 +121,37 @@ impl Chain {
         C::abi_decode_returns(&out).map_err(rpc_down)
     }
 
+    /// Whether `who` is a contract (a smart wallet answers EIP-1271, an EOA has no code).
+    pub async fn has_code(&self, who: Address) -> Result<bool, PaymentError> {
+        let code = self.provider.get_code_at(who).await.map_err(rpc_down)?;
+        Ok(!code.is_empty())
+    }
+
+    /// EIP-1271: whether the contract wallet `who` accepts `signature` over `hash`. A revert or
+    /// any other answer than the magic value is a no.
+    pub async fn accepts_signature(
+        &self,
+        who: Address,
+        hash: B256,
+        signature: &[u8],
+    ) -> Result<bool, PaymentError> {
+        alloy::sol! {
+            function isValidSignature(bytes32 hash, bytes signature) external view returns (bytes4);
+        }
+        let tx = TransactionRequest::default().with_to(who).with_input(
+            isValidSignatureCall {
+                hash,
+                signature: signature.to_vec().into(),
+            }
+            .abi_encode(),
+        );
+        match self.provider.call(tx).await {
+            Ok(out) => Ok(out.len() >= 4 && out[..4] == [0x16, 0x26, 0xba, 0x7e]),
+            Err(e) if revert_reason(&e).is_some() => Ok(false),
+            Err(e) => Err(rpc_down(e)),
+        }
+    }
+
     pub async fn latest_block(&self) -> Result<(u64, u64), PaymentError> {
         let block = self
             .provider

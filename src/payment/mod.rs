@@ -162,6 +162,8 @@ pub struct Payments {
     clock: Clock,
     /// A payment untouched this long is the reconciler's (the request handling it is gone).
     pub reconcile_after_ms: u64,
+    /// Which account a paying wallet is credited to.
+    links: crate::accounts::WalletLinks,
     /// Answers kept under buyers' payment ids.
     ids: idempotency::PaymentIds,
     /// Ledger accounts known to exist: creating them is idempotent but costs two writes.
@@ -178,6 +180,7 @@ impl Payments {
     ) -> Payments {
         Payments {
             ids: idempotency::PaymentIds::new(db.clone()),
+            links: crate::accounts::WalletLinks::new(db.clone()),
             store: PaymentStore::new(db),
             ledger,
             settlers,

@@ -19,6 +19,7 @@ pub mod codec;
 pub mod exact_evm;
 pub mod network;
 pub mod payment_identifier;
+pub mod siwx;
 pub mod v1;
 pub mod v2;
 

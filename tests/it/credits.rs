@@ -11,9 +11,9 @@ use tariff::ledger::AccountId;
 
 use crate::harness::{Reply, TempDir, TestApp, repo_rules};
 
-const ADMIN: &str = "admin-token-0123456789abcdef0123456789";
+pub(crate) const ADMIN: &str = "admin-token-0123456789abcdef0123456789";
 
-async fn app_with(rules: &std::path::Path, extra: &[(&str, String)]) -> TestApp {
+pub(crate) async fn app_with(rules: &std::path::Path, extra: &[(&str, String)]) -> TestApp {
     let mut vars = vec![
         ("TARIFF_DATABASE_URL", crate::db::fresh_postgres().await),
         ("TARIFF_ADMIN_TOKEN", ADMIN.to_string()),
@@ -22,7 +22,7 @@ async fn app_with(rules: &std::path::Path, extra: &[(&str, String)]) -> TestApp 
     TestApp::start(rules, &vars).await
 }
 
-async fn open(app: &TestApp) -> (String, String) {
+pub(crate) async fn open(app: &TestApp) -> (String, String) {
     let reply = Reply::read(
         app.send(Request::post("/accounts").body(Body::empty()).unwrap())
             .await,
@@ -37,7 +37,13 @@ async fn open(app: &TestApp) -> (String, String) {
     )
 }
 
-async fn grant(app: &TestApp, id: &str, account: &str, amount: i64, token: &str) -> Reply {
+pub(crate) async fn grant(
+    app: &TestApp,
+    id: &str,
+    account: &str,
+    amount: i64,
+    token: &str,
+) -> Reply {
     let body = json!({"id": id, "account": account, "amount": amount, "reason": "test grant"});
     let req = Request::post("/admin/credits")
         .header("authorization", format!("Bearer {token}"))
@@ -55,7 +61,7 @@ async fn get_with_key(app: &TestApp, uri: &str, key: &str) -> Reply {
     Reply::read(app.send(req).await).await
 }
 
-async fn me(app: &TestApp, key: &str) -> Value {
+pub(crate) async fn me(app: &TestApp, key: &str) -> Value {
     let r = get_with_key(app, "/accounts/me", key).await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     r.json()

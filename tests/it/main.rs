@@ -10,4 +10,5 @@ mod payments;
 mod proxy;
 mod quote_store;
 mod rules;
+mod sign_in;
 mod support;

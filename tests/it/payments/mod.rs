@@ -10,6 +10,7 @@ mod permit2;
 mod store;
 mod timing;
 mod upto;
+mod wallets;
 
 use std::process::Command;
 
