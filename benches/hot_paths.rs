@@ -163,6 +163,27 @@ fn bench_pricing(c: &mut Criterion) {
             tariff::http::payment_required::render(black_box(&quote), &route, url, None, None)
         })
     });
+    // With the per-answer sign-in-with-x challenge a server with credits adds.
+    let challenge = tariff::x402::siwx::Challenge {
+        domain: "api.example.com".into(),
+        uri: url.into(),
+        statement: "Sign in to pay with the Tariff credits of this wallet".into(),
+        nonce: "0123456789abcdef0123456789abcdef".into(),
+        issued_at_ms: 1_764_000_000_000,
+        expires_at_ms: 1_764_000_300_000,
+        chains: vec!["eip155:84532".into()],
+    };
+    g.bench_function("render_with_sign_in_challenge", |b| {
+        b.iter(|| {
+            tariff::http::payment_required::render(
+                black_box(&quote),
+                &route,
+                url,
+                None,
+                Some(&challenge),
+            )
+        })
+    });
     g.finish();
 }
 

@@ -127,21 +127,16 @@ fn v2_json_with(
     error: &str,
     sign_in: Option<&siwx::Challenge>,
 ) -> Vec<u8> {
+    let base = route
+        .v2_extensions
+        .get(&quote.method)
+        .map_or(empty_object(), |e| &**e);
     let merged;
     let extensions: &RawValue = match sign_in {
-        None => route
-            .v2_extensions
-            .get(&quote.method)
-            .map_or(empty_object(), |e| &**e),
+        None => base,
         Some(c) => {
-            let mut ext: Map<String, Value> = route
-                .v2_extensions
-                .get(&quote.method)
-                .and_then(|e| serde_json::from_str(e.get()).ok())
-                .unwrap_or_default();
-            ext.insert(siwx::KEY.into(), c.declaration());
-            merged = RawValue::from_string(Value::Object(ext).to_string())
-                .expect("serde_json output is valid JSON");
+            merged = RawValue::from_string(c.add_to(base.get()))
+                .expect("a JSON object with one member added");
             &merged
         }
     };

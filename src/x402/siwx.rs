@@ -6,6 +6,7 @@
 
 use base64::Engine;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 /// The extension's key in `extensions`.
@@ -30,39 +31,104 @@ pub struct Challenge {
     pub chains: Vec<String>,
 }
 
+/// The payload schema every challenge carries (constant: rendered once).
+fn schema() -> &'static RawValue {
+    static SCHEMA: std::sync::OnceLock<Box<RawValue>> = std::sync::OnceLock::new();
+    SCHEMA.get_or_init(|| {
+        let v = json!({
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "type": "object",
+            "properties": {
+                "domain": {"type": "string"}, "address": {"type": "string"},
+                "statement": {"type": "string"}, "uri": {"type": "string", "format": "uri"},
+                "version": {"type": "string"}, "chainId": {"type": "string"},
+                "type": {"type": "string"}, "nonce": {"type": "string"},
+                "issuedAt": {"type": "string", "format": "date-time"},
+                "expirationTime": {"type": "string", "format": "date-time"},
+                "notBefore": {"type": "string", "format": "date-time"},
+                "requestId": {"type": "string"},
+                "resources": {"type": "array", "items": {"type": "string", "format": "uri"}},
+                "signature": {"type": "string"}
+            },
+            "required": ["domain", "address", "uri", "version", "chainId", "type", "nonce", "issuedAt", "signature"]
+        });
+        RawValue::from_string(v.to_string()).expect("valid JSON")
+    })
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Declaration<'a> {
+    info: Info<'a>,
+    supported_chains: Vec<SupportedChain<'a>>,
+    schema: &'static RawValue,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Info<'a> {
+    domain: &'a str,
+    uri: &'a str,
+    version: &'static str,
+    nonce: &'a str,
+    issued_at: String,
+    resources: [&'a str; 1],
+    expiration_time: String,
+    statement: &'a str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SupportedChain<'a> {
+    chain_id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+}
+
 impl Challenge {
     /// The extension object: `info`, `supportedChains` and the payload schema.
     pub fn declaration(&self) -> Value {
-        json!({
-            "info": {
-                "domain": self.domain,
-                "uri": self.uri,
-                "version": VERSION,
-                "nonce": self.nonce,
-                "issuedAt": format_rfc3339(self.issued_at_ms),
-                "resources": [self.uri],
-                "expirationTime": format_rfc3339(self.expires_at_ms),
-                "statement": self.statement,
+        serde_json::from_str(&self.declaration_json()).expect("valid JSON")
+    }
+
+    /// [`Challenge::declaration`] as JSON text, without building a tree (a 402 is rendered
+    /// per request).
+    pub fn declaration_json(&self) -> String {
+        serde_json::to_string(&Declaration {
+            info: Info {
+                domain: &self.domain,
+                uri: &self.uri,
+                version: VERSION,
+                nonce: &self.nonce,
+                issued_at: format_rfc3339(self.issued_at_ms),
+                resources: [&self.uri],
+                expiration_time: format_rfc3339(self.expires_at_ms),
+                statement: &self.statement,
             },
-            "supportedChains": self.chains.iter().map(|c| json!({"chainId": c, "type": "eip191"})).collect::<Vec<_>>(),
-            "schema": {
-                "$schema": "https://json-schema.org/draft/2020-12/schema",
-                "type": "object",
-                "properties": {
-                    "domain": {"type": "string"}, "address": {"type": "string"},
-                    "statement": {"type": "string"}, "uri": {"type": "string", "format": "uri"},
-                    "version": {"type": "string"}, "chainId": {"type": "string"},
-                    "type": {"type": "string"}, "nonce": {"type": "string"},
-                    "issuedAt": {"type": "string", "format": "date-time"},
-                    "expirationTime": {"type": "string", "format": "date-time"},
-                    "notBefore": {"type": "string", "format": "date-time"},
-                    "requestId": {"type": "string"},
-                    "resources": {"type": "array", "items": {"type": "string", "format": "uri"}},
-                    "signature": {"type": "string"}
-                },
-                "required": ["domain", "address", "uri", "version", "chainId", "type", "nonce", "issuedAt", "signature"]
-            }
+            supported_chains: self
+                .chains
+                .iter()
+                .map(|c| SupportedChain {
+                    chain_id: c,
+                    kind: "eip191",
+                })
+                .collect(),
+            schema: schema(),
         })
+        .expect("strings serialise")
+    }
+
+    /// `extensions` (a JSON object's text) with this challenge added under [`KEY`], by splicing
+    /// rather than parsing: `extensions` is serde_json output, so it ends with its `}`.
+    pub fn add_to(&self, extensions: &str) -> String {
+        let decl = self.declaration_json();
+        let body = extensions.trim_end().strip_suffix('}').unwrap_or("{");
+        let sep = if body.trim_end().ends_with('{') {
+            ""
+        } else {
+            ","
+        };
+        format!("{body}{sep}\"{KEY}\":{decl}}}")
     }
 }
 
@@ -311,6 +377,34 @@ mod tests {
             "２026-12-02T15:22:11Z",
         ] {
             assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_challenge_is_spliced_into_any_extensions_object() {
+        let c = Challenge {
+            domain: "h".into(),
+            uri: "http://h/x".into(),
+            statement: "s".into(),
+            nonce: "0123456789abcdef".into(),
+            issued_at_ms: 0,
+            expires_at_ms: 300_000,
+            chains: vec!["eip155:8453".into()],
+        };
+        for base in ["{}", r#"{"bazaar":{"info":1}}"#] {
+            let v: Value = serde_json::from_str(&c.add_to(base)).unwrap();
+            assert_eq!(v[KEY], c.declaration(), "{base}");
+            assert_eq!(
+                v[KEY]["info"]["expirationTime"],
+                json!("1970-01-01T00:05:00.000Z")
+            );
+            assert_eq!(
+                v[KEY]["supportedChains"],
+                json!([{"chainId": "eip155:8453", "type": "eip191"}])
+            );
+            if base != "{}" {
+                assert_eq!(v["bazaar"]["info"], json!(1));
+            }
         }
     }
 
