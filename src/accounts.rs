@@ -147,17 +147,7 @@ impl Accounts {
                 allow_negative: false,
             })
             .await?;
-        let key = ApiKey::generate();
-        let now = i64::try_from(self.clock.now().0).unwrap_or(i64::MAX);
-        const INSERT: &str =
-            "INSERT INTO api_keys (key_hash, account_id, created_at_ms) VALUES ($1, $2, $3)";
-        on_pool!(&self.db, p => sqlx::query(INSERT)
-            .bind(key.hash())
-            .bind(id.as_str())
-            .bind(now)
-            .execute(p)
-            .await
-            .map(|_| ())?);
+        let key = self.issue_key(&id).await?;
         Ok((id, key))
     }
 

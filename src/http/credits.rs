@@ -288,17 +288,23 @@ async fn void_hold(
     Ok(())
 }
 
-/// `POST /accounts`: opens an agent account; the API key is in this answer and nowhere else.
-pub async fn open_account(State(state): State<AppState>) -> Result<Response, ApiError> {
-    if let Err(wait) = state.signups.take() {
+/// One of the per-instance sign-up tokens: every account or key issued anonymously is a durable
+/// row, so issuing them is bounded (429 with `Retry-After`).
+pub(super) fn signup_slot(state: &AppState) -> Result<(), ApiError> {
+    state.signups.take().map_err(|wait| {
         let mut e = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "too_many_signups",
-            "accounts are being opened too fast; retry later",
+            "accounts and keys are being issued too fast; retry later",
         );
         e.retry_after = Some(wait.as_secs().max(1));
-        return Err(e);
-    }
+        e
+    })
+}
+
+/// `POST /accounts`: opens an agent account; the API key is in this answer and nowhere else.
+pub async fn open_account(State(state): State<AppState>) -> Result<Response, ApiError> {
+    signup_slot(&state)?;
     let (account, key) = accounts(&state)?.open().await?;
     let body = json!({
         "account": account.as_str(),

@@ -220,6 +220,8 @@ pub async fn wallet_key(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let wallet = wallet_for_endpoint(&state, &headers, "/accounts/wallet").await?;
+    // Like `POST /accounts`: a key (and maybe an account) is a durable row per call.
+    credits::signup_slot(&state)?;
     let accounts = credits::accounts(&state)?;
     let account = accounts.wallet_spends_from(&wallet).await?;
     let key = accounts.issue_key(&account).await?;

@@ -366,3 +366,88 @@ async fn a_wallet_gets_an_api_key_and_an_account_links_a_wallet() {
     assert_eq!(r.status, 401);
     app.assert_ledger_clean().await;
 }
+
+/// Wallet links, sign-in nonces and wallet keys follow one contract on SQLite and PostgreSQL:
+/// a nonce is taken once under concurrency, old nonces are forgotten, a link is idempotent and
+/// exclusive, and a wallet's key authenticates as its account.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wallet_accounts_follow_one_contract_on_every_backend() {
+    use tariff::accounts::{Accounts, AccountsError};
+    use tariff::ledger::Ledger;
+    use tariff::time::Clock;
+    for backend in crate::db::backends().await {
+        let name = backend.db.backend_name();
+        let clock = Clock::Manual(std::sync::Arc::new(std::sync::atomic::AtomicU64::new(
+            1_000_000,
+        )));
+        let accounts = Accounts::new(
+            backend.db.clone(),
+            Ledger::new(backend.db.clone(), clock.clone()),
+            clock.clone(),
+        );
+        accounts.ensure_system_accounts().await.unwrap();
+        let wallet = format!("0x{}", "ab".repeat(20));
+        let mut tasks = vec![];
+        for _ in 0..8 {
+            let (a, w) = (accounts.clone(), wallet.clone());
+            tasks.push(tokio::spawn(async move {
+                a.use_nonce("n0nce0001", &w, 0).await.is_ok()
+            }));
+        }
+        let mut won = 0;
+        for t in tasks {
+            won += usize::from(t.await.unwrap());
+        }
+        assert_eq!(won, 1, "{name}: a nonce is taken once");
+        assert!(
+            matches!(
+                accounts.use_nonce("n0nce0001", &wallet, 0).await,
+                Err(AccountsError::NonceUsed(_))
+            ),
+            "{name}"
+        );
+        // Nonces older than the cut-off are forgotten (no message that old is accepted).
+        assert!(
+            accounts
+                .use_nonce("n0nce0001", &wallet, 1_000_001)
+                .await
+                .is_ok(),
+            "{name}"
+        );
+
+        // Any spelling of the address names the same account.
+        let own = accounts
+            .wallet_spends_from(&wallet.replace("ab", "AB"))
+            .await
+            .unwrap();
+        assert_eq!(own.as_str(), format!("agent:wallet:{wallet}"), "{name}");
+        let key = accounts.issue_key(&own).await.unwrap();
+        assert_eq!(
+            accounts.authenticate(key.expose()).await.unwrap(),
+            own,
+            "{name}"
+        );
+
+        let (agent, _) = accounts.open().await.unwrap();
+        accounts.link_wallet(&wallet, &agent).await.unwrap();
+        accounts.link_wallet(&wallet, &agent).await.unwrap();
+        assert_eq!(
+            accounts.links().account_of(&wallet).await.unwrap(),
+            agent.as_str(),
+            "{name}"
+        );
+        assert_eq!(
+            accounts.wallet_spends_from(&wallet).await.unwrap(),
+            agent,
+            "{name}"
+        );
+        let (other, _) = accounts.open().await.unwrap();
+        assert!(
+            matches!(
+                accounts.link_wallet(&wallet, &other).await,
+                Err(AccountsError::WalletLinked { .. })
+            ),
+            "{name}"
+        );
+    }
+}
