@@ -9,7 +9,8 @@
 //! struct hash, no ECDSA); then `local_check`, the whole `eip3009::check` of a valid signed
 //! authorization (one ECDSA public-key recovery), and `decode_and_check`, everything a paid
 //! retry costs before its first RPC: base64 + JSON decode of the `PAYMENT-SIGNATURE` header,
-//! the exact-EVM shape check and `check`.
+//! the exact-EVM shape check and `check`; the same for Permit2 (`permit2_parse_and_check`) and
+//! for a wallet sign-in (`siwx_decode_and_verify`).
 
 use std::hint::black_box;
 
@@ -186,7 +187,59 @@ fn bench_payment_verify(c: &mut Criterion) {
                 .unwrap()
         })
     });
+    // A wallet sign-in (`SIGN-IN-WITH-X`): base64 + JSON decode, every check of the message
+    // and one EIP-191 recovery; no chain (an EOA needs none).
+    let (siwx_header, url) = sign_in_header();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let verify_siwx = |header: &str| {
+        let s = tariff::x402::siwx::decode_header(header).unwrap();
+        let expected = tariff::wallet::Expected {
+            host: "api.example.com",
+            url: &url,
+            chains: &[84532],
+            max_age_ms: 300_000,
+            now_ms: NOW * 1000,
+        };
+        rt.block_on(tariff::wallet::verify(&s, &expected, |_| None))
+            .unwrap()
+    };
+    verify_siwx(&siwx_header);
+    g.bench_function("siwx_decode_and_verify", |b| {
+        b.iter(|| verify_siwx(black_box(&siwx_header)))
+    });
     g.finish();
+}
+
+/// A signed sign-in header for `https://api.example.com/search?q=x`, as the official client
+/// builds it.
+fn sign_in_header() -> (String, String) {
+    let key = PrivateKeySigner::random();
+    let url = "https://api.example.com/search?q=x".to_string();
+    let mut s = tariff::x402::siwx::SignIn {
+        domain: "api.example.com".into(),
+        address: key.address().to_checksum(None),
+        statement: Some("Sign in".into()),
+        uri: url.clone(),
+        version: "1".into(),
+        chain_id: "eip155:84532".into(),
+        kind: "eip191".into(),
+        nonce: "0123456789abcdef0123456789abcdef".into(),
+        issued_at: tariff::x402::siwx::format_rfc3339(NOW * 1000 - 1_000),
+        expiration_time: Some(tariff::x402::siwx::format_rfc3339(NOW * 1000 + 299_000)),
+        not_before: None,
+        request_id: None,
+        resources: Some(vec![url.clone()]),
+        signature_scheme: None,
+        signature: String::new(),
+    };
+    let msg = s.message(&key.address().to_checksum(None), 84532);
+    s.signature = format!(
+        "0x{}",
+        hex::encode(key.sign_message_sync(msg.as_bytes()).unwrap().as_bytes())
+    );
+    (encode_header(&s), url)
 }
 
 criterion_group!(benches, bench_payment_verify);
