@@ -312,3 +312,53 @@ fn a_route_whose_answers_are_too_large_to_keep_cannot_offer_it() {
         Some((false, 65_536))
     );
 }
+
+/// Two instances sharing Redis and PostgreSQL: one id is served once across both, and a retry
+/// that lands on the other instance gets the first instance's answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payment_ids_are_shared_by_instances() {
+    let chain = Chain::start().await;
+    let dir = TempDir::new("payment-id-instances");
+    let rules = rules(&dir, true);
+    let mut vars = local_vars(&chain);
+    vars.push(("TARIFF_REDIS_URL", crate::support::redis_url()));
+    vars.push(("TARIFF_DATABASE_URL", crate::db::fresh_postgres().await));
+    let a = TestApp::start(&rules, &vars).await;
+    let b = TestApp::start(&rules, &vars).await;
+    let uri = "/search?q=two+instances+one+id";
+    let (_, accepted) = quote(&a, uri).await;
+    let payer = chain.payer(1_000_000).await;
+    let seller_before = chain.balance(PAY_TO).await;
+    let header = with_id(
+        &Draft::honest(&payer, &accepted).v2(&payer),
+        Some("pay_shared_by_two_instances_0001"),
+    );
+    let (ra, rb) = tokio::join!(get(&a, uri, &header), get(&b, uri, &header));
+    let statuses = [ra.status, rb.status];
+    assert!(statuses.contains(&200), "{statuses:?}");
+    for r in [&ra, &rb] {
+        assert!(
+            r.status == 200 || (r.status == 409 && r.error_code() == "payment_in_progress"),
+            "{}: {}",
+            r.status,
+            String::from_utf8_lossy(&r.body)
+        );
+    }
+    let first = if ra.status == 200 { &ra } else { &rb };
+    // Whichever instance served it, the other one replays it.
+    for app in [&a, &b] {
+        let retry = get(app, uri, &header).await;
+        assert_eq!(retry.status, 200);
+        assert_eq!(retry.body, first.body);
+        assert_eq!(
+            retry.header("payment-response"),
+            first.header("payment-response")
+        );
+    }
+    assert_eq!(
+        chain.balance(PAY_TO).await - seller_before,
+        SIMPLE_PRICE,
+        "paid once"
+    );
+    assert_eq!(ledger_of(&a, payer.address()).await.len(), 2);
+}
