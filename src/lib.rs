@@ -14,5 +14,6 @@ pub mod pricing;
 pub mod quote;
 pub mod server;
 pub mod time;
+pub mod topup;
 pub mod wallet;
 pub mod x402;
