@@ -4,6 +4,7 @@
 //! spot/TWAP deviation; a haircut; round down). This first part is the arithmetic, pure and
 //! exact (U256, no floats): the pool reads and the HTTP endpoints build on it.
 
+pub mod pools;
 pub mod v2;
 pub mod v3;
 pub mod valuation;

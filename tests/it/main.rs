@@ -12,3 +12,4 @@ mod quote_store;
 mod rules;
 mod sign_in;
 mod support;
+mod topup;
