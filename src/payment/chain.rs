@@ -121,6 +121,24 @@ impl Chain {
         C::abi_decode_returns(&out).map_err(rpc_down)
     }
 
+    /// One `eth_call` whose revert is an answer (`Ok(Err(reason))`), not an outage.
+    pub async fn try_read<C: SolCall>(
+        &self,
+        to: Address,
+        call: C,
+    ) -> Result<Result<C::Return, String>, PaymentError> {
+        let tx = TransactionRequest::default()
+            .with_to(to)
+            .with_input(call.abi_encode());
+        match self.provider.call(tx).await {
+            Ok(out) => Ok(Ok(C::abi_decode_returns(&out).map_err(rpc_down)?)),
+            Err(e) => match revert_reason(&e) {
+                Some(reason) => Ok(Err(reason)),
+                None => Err(rpc_down(e)),
+            },
+        }
+    }
+
     /// Whether `who` is a contract (a smart wallet answers EIP-1271, an EOA has no code).
     pub async fn has_code(&self, who: Address) -> Result<bool, PaymentError> {
         let code = self.provider.get_code_at(who).await.map_err(rpc_down)?;

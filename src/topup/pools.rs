@@ -85,7 +85,7 @@ pub async fn v3_readings(
         chain.read(pool, IUniswapV3Pool::slot0Call {}),
         chain.read(pool, IUniswapV3Pool::token0Call {}),
         chain.read(pool, IUniswapV3Pool::feeCall {}),
-        chain.read(
+        chain.try_read(
             pool,
             IUniswapV3Pool::observeCall {
                 secondsAgos: vec![window_secs, 0],
@@ -96,9 +96,9 @@ pub async fn v3_readings(
     let zero_for_one = token0? == token_in;
     let spot_mid =
         v3::mid_out(amount_in, slot0?.sqrtPriceX96, zero_for_one).ok_or(Refusal::Overflow)?;
-    // `observe` reverts ("OLD") when the oracle does not reach that far back. `read` does not
-    // tell a revert from an outage; either way nothing is valued, so either is a refusal.
-    let observed = observed.map_err(|_| Refusal::ShortHistory {
+    // `observe` reverts ("OLD") when the oracle does not reach that far back; an outage is an
+    // outage.
+    let observed = observed?.map_err(|_| Refusal::ShortHistory {
         have_secs: 0,
         need_secs: u64::from(window_secs),
     })?;

@@ -170,4 +170,18 @@ async fn the_valuation_agrees_with_real_uniswap_and_refuses_manipulated_or_overs
         matches!(too_long, Err(ReadError::Refused(ref e)) if e.code() == "topup_twap_window_too_long"),
         "{too_long:?}"
     );
+
+    // A node that does not answer is an outage, not a verdict on the pool.
+    let dead = Chain::connect("http://127.0.0.1:9", 84532, Duration::from_secs(2)).unwrap();
+    let down = v3_readings(
+        &dead,
+        rig.addr("/pools/v3-TKN-USDC/address"),
+        rig.addr("/v3/quoterV2"),
+        tkn_addr,
+        usdc,
+        tkn(1),
+        1800,
+    )
+    .await;
+    assert!(matches!(down, Err(ReadError::Chain(_))), "{down:?}");
 }
