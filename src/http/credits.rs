@@ -32,7 +32,7 @@ use crate::quote::json::parse_strict;
 /// The header that carries the receipt of a credit-funded request.
 pub const RECEIPT: &str = "tariff-receipt";
 /// Machine-readable reason next to a 402 that credits could not cover.
-pub const REASON: &str = "tariff-reason";
+pub use super::payment_required::REASON;
 
 /// How long a request's hold may stay open beyond the upstream's own timeout.
 const HOLD_MARGIN_SECS: u64 = 60;
@@ -134,18 +134,14 @@ pub async fn serve_with_credits(
                 quote.price
             );
             let challenge = super::sign_in::challenge(state, quote, resource_url);
-            let mut resp = payment_required::render(
+            return Ok(payment_required::render_refused(
                 quote,
                 route,
                 resource_url,
-                Some(&msg),
+                "insufficient_credits",
+                &msg,
                 challenge.as_ref(),
-            );
-            resp.headers_mut().insert(
-                HeaderName::from_static(REASON),
-                HeaderValue::from_static("insufficient_credits"),
-            );
-            return Ok(resp);
+            ));
         }
         Err(e) => return Err(e.into()),
     }

@@ -251,14 +251,18 @@ async fn forward(
 
 /// The absolute URL of the resource, for the 402's `resource`: the configured public base,
 /// else the Host the client used.
-pub(super) fn resource_url(state: &AppState, parts: &Parts) -> String {
+fn resource_url(state: &AppState, parts: &Parts) -> String {
     let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    absolute_url(state, &parts.headers, path_and_query)
+}
+
+/// `path_and_query` as an absolute URL on this server, as the request's client sees it.
+pub(super) fn absolute_url(state: &AppState, headers: &HeaderMap, path_and_query: &str) -> String {
     if let Some(base) = &state.config.public_url {
         return format!("{base}{path_and_query}");
     }
-    let host = host(&parts.headers).unwrap_or_else(|| state.config.listen.to_string());
-    let scheme = match parts
-        .headers
+    let host = host(headers).unwrap_or_else(|| state.config.listen.to_string());
+    let scheme = match headers
         .get("x-forwarded-proto")
         .and_then(|v| v.to_str().ok())
     {

@@ -24,7 +24,7 @@ use crate::quote::{Offer, Quote};
 use crate::x402::{self, codec, v1, v2};
 
 /// Machine-readable reason of a refused payment (also in the 402's `error`).
-pub const REASON: &str = "tariff-reason";
+pub use super::payment_required::REASON;
 
 /// The payment header of a request, if any: `PAYMENT-SIGNATURE` (v2) or `X-PAYMENT` (v1).
 pub fn payment_header(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
@@ -70,12 +70,14 @@ fn refused(
     settled: Option<&Summary>,
 ) -> Response {
     tracing::info!(reason = e.code(), detail = %e, quote = %quote.id, "payment refused");
-    let mut resp =
-        payment_required::render(quote, req.route, req.resource_url, Some(e.code()), None);
-    if let Ok(v) = HeaderValue::from_str(e.code()) {
-        resp.headers_mut()
-            .insert(HeaderName::from_static(REASON), v);
-    }
+    let mut resp = payment_required::render_refused(
+        quote,
+        req.route,
+        req.resource_url,
+        e.code(),
+        e.code(),
+        None,
+    );
     if let Some(s) = settled {
         let mut failed =
             v2::SettleResponse::failed(e.code(), &s.network, Some(s.payer.to_string()));
@@ -175,16 +177,14 @@ pub async fn serve_paid(
             return other;
         }
     };
-    let (parts, body) = resp.into_parts();
-    let body = match axum::body::to_bytes(body, HELD_BODY_CAP).await {
-        Ok(b) => b,
-        Err(e) => {
-            tracing::error!(error = %e, key, "a paid answer could not be read; it is not kept for retries");
-            return Err(ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                "upstream_unreadable",
-                "the upstream answer could not be read",
-            ));
+    let (parts, body) = match buffer(resp).await {
+        Ok(held) => held,
+        Err(unreadable) => {
+            tracing::error!(
+                key,
+                "a paid answer could not be read; it is not kept for retries"
+            );
+            return Ok(unreadable);
         }
     };
     if body.len() <= policy.max_answer_bytes {

@@ -219,6 +219,28 @@ pub fn v1_json(quote: &Quote, route: &Route, resource_url: &str, error: &str) ->
     serde_json::to_vec(&body).expect("402 body serialises")
 }
 
+/// Machine-readable reason of a refused payment, sign-in or credit spend (also the 402's
+/// `error` where no longer message is given).
+pub const REASON: &str = "tariff-reason";
+
+/// The 402 for a refusal: the quote again, `message` as its `error`, and `reason` in
+/// `Tariff-Reason`.
+pub fn render_refused(
+    quote: &Quote,
+    route: &Route,
+    resource_url: &str,
+    reason: &str,
+    message: &str,
+    sign_in: Option<&siwx::Challenge>,
+) -> Response {
+    let mut resp = render(quote, route, resource_url, Some(message), sign_in);
+    if let Ok(v) = HeaderValue::from_str(reason) {
+        resp.headers_mut()
+            .insert(HeaderName::from_static(REASON), v);
+    }
+    resp
+}
+
 /// The full 402 response. `error` overrides the default "header is required" messages (for a
 /// fresh 402 after a rejected payment).
 pub fn render(

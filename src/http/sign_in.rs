@@ -14,7 +14,7 @@ use bytes::Bytes;
 use serde_json::json;
 
 use super::AppState;
-use super::credits::{self, QuotedRequest, REASON};
+use super::credits::{self, QuotedRequest};
 use super::error::ApiError;
 use super::payment_required;
 use crate::ledger::{AccountId, LedgerError};
@@ -119,18 +119,14 @@ pub async fn serve_signed_in(
         .collect();
     let refused = |reason: &str, msg: &str| {
         let challenge = challenge(state, req.quote, req.resource_url);
-        let mut resp = payment_required::render(
+        payment_required::render_refused(
             req.quote,
             req.route,
             req.resource_url,
-            Some(msg),
+            reason,
+            msg,
             challenge.as_ref(),
-        );
-        if let Ok(v) = HeaderValue::from_str(reason) {
-            resp.headers_mut()
-                .insert(HeaderName::from_static(REASON), v);
-        }
-        resp
+        )
     };
     let wallet = match signed_in_wallet(state, value, req.resource_url, &chains).await {
         Ok(w) => w,
@@ -165,18 +161,6 @@ pub async fn serve_signed_in(
     Ok(resp)
 }
 
-/// The absolute URL of an account endpoint, as a sign-in for it must name it.
-fn endpoint_url(state: &AppState, headers: &HeaderMap, path: &str) -> String {
-    let parts = {
-        let mut b = axum::http::Request::builder().uri(path);
-        for (k, v) in headers {
-            b = b.header(k, v);
-        }
-        b.body(()).expect("a request of known parts").into_parts().0
-    };
-    super::gateway::resource_url(state, &parts)
-}
-
 /// Every EVM chain this server takes payments on.
 fn configured_chains(state: &AppState) -> Vec<u64> {
     state
@@ -198,7 +182,7 @@ async fn wallet_for_endpoint(
             "send a SIGN-IN-WITH-X header signed for this URL",
         )
     })?;
-    let url = endpoint_url(state, headers, path);
+    let url = super::gateway::absolute_url(state, headers, path);
     match signed_in_wallet(state, value, &url, &configured_chains(state)).await {
         Ok(w) => Ok(w),
         Err(SignInError::Malformed(e)) => Err(malformed(e)),

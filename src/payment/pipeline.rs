@@ -246,7 +246,12 @@ impl Payments {
     pub async fn charge(&self, c: Claimed, charge: UsdMicros) -> Result<Charged, PaymentError> {
         let Claimed { mut matched, id } = c;
         let ceiling = matched.quote.price;
-        if !matched.payment.partial() || charge > ceiling {
+        if !matched.payment.partial() {
+            return Err(PaymentError::Internal(format!(
+                "payment {id} settles exactly; it has no charge to fix"
+            )));
+        }
+        if charge > ceiling {
             return Err(PaymentError::invalid(
                 "invalid_upto_evm_payload_settlement_exceeds_amount",
                 format!("a charge of {charge} exceeds what this payment authorizes ({ceiling})"),
