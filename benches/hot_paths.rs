@@ -152,6 +152,7 @@ fn bench_pricing(c: &mut Criterion) {
         }],
         created_at: UnixMillis(1),
         expires_at: UnixMillis(300_001),
+        topup: None,
     };
     let url = "https://api.example.com/search?q=bitcoin+price";
     let mut g = c.benchmark_group("render_402");

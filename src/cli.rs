@@ -64,6 +64,31 @@ pub enum Command {
         #[command(subcommand)]
         command: PaymentsCommand,
     },
+    /// Top-ups in DEX-liquid tokens (`[[topup]]` in the config).
+    Topup {
+        #[command(subcommand)]
+        command: TopupCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TopupCommand {
+    /// Value a top-up now on the configured pools (what an amount buys, or what credits cost),
+    /// printed as JSON; a refusal prints its reason and exits 1.
+    Quote {
+        /// CAIP-2 network (default: the only one with top-ups configured).
+        #[arg(long)]
+        network: Option<String>,
+        /// Token address.
+        #[arg(long)]
+        token: String,
+        /// Token base units offered.
+        #[arg(long, conflicts_with = "credits", required_unless_present = "credits")]
+        amount: Option<String>,
+        /// Credits wanted, e.g. $5.00.
+        #[arg(long)]
+        credits: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -158,7 +183,73 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Ledger { command } => ledger_command(config?, command).await,
         Command::Payments { command } => payments_command(config?, command).await,
+        Command::Topup { command } => topup_command(config?, command).await,
     }
+}
+
+async fn topup_command(config: Config, command: TopupCommand) -> anyhow::Result<i32> {
+    use crate::config::Settlement;
+    use crate::topup::pools::ReadError;
+    let TopupCommand::Quote {
+        network,
+        token,
+        amount,
+        credits,
+    } = command;
+    let net = match &network {
+        Some(n) => {
+            let n = crate::x402::Network::parse_any(n)?;
+            config.topup.iter().find(|t| t.network == n)
+        }
+        None if config.topup.len() == 1 => config.topup.first(),
+        None => anyhow::bail!(
+            "name the network (--network): {} have top-ups",
+            config.topup.len()
+        ),
+    }
+    .ok_or_else(|| anyhow::anyhow!("no [[topup]] is configured for that network"))?;
+    let rpc = config
+        .networks
+        .iter()
+        .filter(|n| n.terms.network == net.network)
+        .find_map(|n| match &n.settlement {
+            Settlement::Local { rpc_url, .. } => Some(rpc_url.expose().clone()),
+            Settlement::Facilitator { rpc_url, .. } => rpc_url.as_ref().map(|u| u.expose().clone()),
+            Settlement::None => None,
+        })
+        .ok_or_else(|| anyhow::anyhow!("{} has no rpc_url to read pools with", net.network))?;
+    let chain = crate::payment::chain::Chain::connect(
+        &rpc,
+        net.chain_id,
+        std::time::Duration::from_millis(config.payments.rpc_timeout_ms),
+    )
+    .map_err(|e| anyhow::anyhow!(e))?;
+    let valuer = crate::topup::route::Valuer::new(net.clone(), chain);
+    let token: alloy::primitives::Address = token.parse()?;
+    let valued = match (amount, credits) {
+        (Some(a), _) => valuer.value(token, a.parse()?).await,
+        (None, Some(c)) => {
+            let c = crate::pricing::expr::parse_usd(&c)?;
+            valuer.cost(token, UsdMicros(c)).await
+        }
+        (None, None) => anyhow::bail!("--amount or --credits"),
+    };
+    let refusal = match valued {
+        Ok(v) => match valuer.check_size(v.credit) {
+            Ok(()) => {
+                println!("{}", serde_json::to_string_pretty(&v.to_json(&valuer.net))?);
+                return Ok(0);
+            }
+            Err(r) => r,
+        },
+        Err(ReadError::Refused(r)) => r,
+        Err(ReadError::Chain(e)) => anyhow::bail!("{e}"),
+    };
+    println!(
+        "{}",
+        serde_json::json!({"error": refusal.code(), "message": refusal.to_string()})
+    );
+    Ok(1)
 }
 
 async fn open_db(config: &Config) -> anyhow::Result<crate::db::Db> {

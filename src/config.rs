@@ -145,6 +145,8 @@ pub struct Config {
     pub rules_reload_ms: u64,
     pub networks: Vec<NetworkConfig>,
     pub payments: PaymentsConfig,
+    /// Top-ups in DEX-liquid tokens, per network (`[[topup]]`); none by default.
+    pub topup: Vec<crate::topup::config::TopupNetwork>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -172,6 +174,8 @@ struct RawConfig {
     networks: Vec<RawNetwork>,
     #[serde(default)]
     payments: RawPayments,
+    #[serde(default)]
+    topup: Vec<crate::topup::config::RawTopup>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -562,6 +566,29 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         networks.push(terms);
     }
 
+    let mut topup = Vec::with_capacity(raw.topup.len());
+    for (i, t) in raw.topup.into_iter().enumerate() {
+        let network = Network::parse_any(t.network())
+            .map_err(|e| invalid(format!("topup[{i}].network"), e.to_string()))?;
+        let listed = networks.iter().find(|n| n.terms.network == network);
+        let Some(listed) = listed else {
+            return Err(invalid(
+                format!("topup[{i}].network"),
+                format!("{network} is not among `networks`: top-ups are paid and settled there"),
+            ));
+        };
+        let t = t
+            .build(i, Some(&listed.terms.pay_to))
+            .map_err(|(at, msg)| invalid(at, msg))?;
+        if topup
+            .iter()
+            .any(|o: &crate::topup::config::TopupNetwork| o.network == t.network)
+        {
+            return Err(invalid(format!("topup[{i}].network"), "listed twice"));
+        }
+        topup.push(t);
+    }
+
     let p = raw.payments;
     let payments = PaymentsConfig {
         max_header_bytes: p.max_header_bytes.unwrap_or(16 * 1024),
@@ -616,6 +643,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         rules_reload_ms: raw.pricing.reload_ms.unwrap_or(1000).max(100),
         networks,
         payments,
+        topup,
     })
 }
 

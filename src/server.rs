@@ -137,6 +137,23 @@ pub async fn build_state(config: Config, opts: BuildOptions) -> anyhow::Result<A
         opts.clock,
         config.memory_quote_capacity,
     );
+    let mut topup = crate::http::topup::Valuers::new();
+    for t in &config.topup {
+        // Top-ups read pools and receipts with the network's settlement RPC.
+        let chain = payments
+            .as_ref()
+            .and_then(|p| p.settler(&t.network).ok()?.chain().cloned())
+            .with_context(|| {
+                format!(
+                    "top-ups on {} need a database and an RPC: settle locally, or give the facilitator an rpc_url",
+                    t.network
+                )
+            })?;
+        topup.insert(
+            t.network.clone(),
+            std::sync::Arc::new(crate::topup::route::Valuer::new(t.clone(), chain)),
+        );
+    }
     Ok(AppState::new(StateInner {
         config: Arc::new(config),
         rules,
@@ -147,6 +164,7 @@ pub async fn build_state(config: Config, opts: BuildOptions) -> anyhow::Result<A
         accounts,
         payments,
         signups: crate::http::rate_limit::TokenBucket::per_minute(signups_per_minute, opts_clock),
+        topup,
         metrics: Default::default(),
     }))
 }

@@ -323,6 +323,14 @@ pub async fn me(State(state): State<AppState>, headers: HeaderMap) -> Result<Res
     let ledger = accounts.ledger();
     let balance = ledger.balance(&account).await?;
     let page = ledger.history(&account, None, 20).await?;
+    let topups = match &state.payments {
+        Some(p) => p
+            .topups()
+            .of_account(account.as_str(), 50)
+            .await
+            .map_err(|e| ApiError::unavailable("database_unavailable", e.to_string()))?,
+        None => Vec::new(),
+    };
     let body = json!({
         "account": account.as_str(),
         "unit": "usd_micros",
@@ -330,6 +338,7 @@ pub async fn me(State(state): State<AppState>, headers: HeaderMap) -> Result<Res
         "held": balance.held().0,
         "available": balance.available(),
         "recent": page.transfers,
+        "topups": topups,
     });
     let mut resp = Json(body).into_response();
     resp.headers_mut()

@@ -197,7 +197,7 @@ async fn gateway(state: &AppState, req: Request) -> Result<Response, ApiError> {
 }
 
 /// The quote store failed: fail closed, nothing is served unpriced.
-fn store_unavailable(state: &AppState, e: crate::quote::StoreError) -> ApiError {
+pub(super) fn store_unavailable(state: &AppState, e: crate::quote::StoreError) -> ApiError {
     state.metrics.store_errors.inc();
     tracing::error!(error = %e, "quote store failed");
     ApiError::unavailable(

@@ -10,6 +10,7 @@ pub mod payment_required;
 pub mod rate_limit;
 pub mod request;
 pub mod sign_in;
+pub mod topup;
 pub mod upstream;
 
 use std::ops::Deref;
@@ -45,6 +46,8 @@ pub struct StateInner {
     pub payments: Option<Arc<crate::payment::Payments>>,
     /// Bounds `POST /accounts` (each account is a durable row).
     pub signups: rate_limit::TokenBucket,
+    /// Top-up valuers, per network with `[[topup]]` configured.
+    pub topup: topup::Valuers,
     pub metrics: ops::Metrics,
 }
 
@@ -71,6 +74,9 @@ pub fn app(state: AppState) -> Router {
         .route("/accounts/wallet", post(sign_in::wallet_key))
         .route("/accounts/me/wallets", post(sign_in::link_wallet))
         .route("/admin/credits", post(credits::grant))
+        .route("/top-up", post(topup::top_up))
+        .route("/top-up/quote", get(topup::quote))
+        .route("/top-up/transfer", post(topup::transfer))
         .fallback(gateway::handle)
         .with_state(state)
 }

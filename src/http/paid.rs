@@ -106,7 +106,7 @@ fn insert_payment_response(h: &mut HeaderMap, version: u32, s: v2::SettleRespons
     );
 }
 
-fn insert_success(h: &mut HeaderMap, c: &Credited) {
+pub(super) fn insert_success(h: &mut HeaderMap, c: &Credited) {
     let s = c.summary();
     let mut settled = v2::SettleResponse::succeeded(c.tx(), &s.network, Some(s.payer));
     settled.amount = c.settled_amount();

@@ -39,6 +39,28 @@ pub struct CreditTarget {
     pub quote_id: String,
     pub request_hash: String,
     pub tx: String,
+    /// Base units of `asset` the payment moves.
+    pub amount: String,
+    pub pay_to: String,
+    /// A top-up: credited to this account (as a top-up), never charged.
+    pub topup: Option<TopupTarget>,
+}
+
+/// The account a top-up payment credits and the valuation its amount came from.
+#[derive(Clone, Debug)]
+pub struct TopupTarget {
+    pub account: String,
+    pub valuation: serde_json::Value,
+}
+
+impl TopupTarget {
+    fn parse(stored: Option<&str>) -> Option<TopupTarget> {
+        let v: serde_json::Value = serde_json::from_str(stored?).ok()?;
+        Some(TopupTarget {
+            account: v.get("account")?.as_str()?.to_string(),
+            valuation: v.get("valuation").cloned().unwrap_or_default(),
+        })
+    }
 }
 
 impl CreditTarget {
@@ -53,6 +75,9 @@ impl CreditTarget {
             quote_id: row.quote_id.clone(),
             request_hash: row.request_hash.clone(),
             tx,
+            amount: row.amount.clone(),
+            pay_to: row.pay_to.clone(),
+            topup: TopupTarget::parse(row.topup.as_deref()),
         }
     }
 
@@ -67,6 +92,11 @@ impl CreditTarget {
             quote_id: m.quote.id.to_string(),
             request_hash: m.quote.request_hash.to_hex(),
             tx: tx.to_string(),
+            amount: m.terms.amount.to_string(),
+            pay_to: format!("{:#x}", m.terms.pay_to),
+            topup: m.quote.topup.as_ref().and_then(|t| {
+                TopupTarget::parse(Some(&t.claim_record(&format!("{:#x}", m.terms.asset))))
+            }),
         }
     }
 }
@@ -126,6 +156,12 @@ impl Payments {
     /// the price debited to revenue, as one linked group whose ids derive from the payment.
     /// Without `charge` (the request was never served) the payer keeps the credits.
     pub async fn credit(&self, t: &CreditTarget, charge: bool) -> Result<(), PaymentError> {
+        if let Some(topup) = &t.topup {
+            self.book_topup(t, topup).await?;
+            crash_point("after_credit");
+            self.store.credited(&t.payment_id, self.clock.now()).await?;
+            return Ok(());
+        }
         let (agent, inflow) = self.ensure_accounts(t).await?;
         let revenue = AccountId::new(REVENUE).map_err(ledger_down)?;
         let id = |suffix: &str| {
@@ -178,6 +214,63 @@ impl Payments {
         }
         crash_point("after_credit");
         self.store.credited(&t.payment_id, self.clock.now()).await?;
+        Ok(())
+    }
+
+    /// A settled top-up payment: credited to the account that asked for it, on what arrived
+    /// (a fee-on-transfer token delivers less than was signed for: the credit is scaled down
+    /// to the treasury's receipt, read from the settlement's logs).
+    async fn book_topup(&self, t: &CreditTarget, topup: &TopupTarget) -> Result<(), PaymentError> {
+        use alloy::primitives::{Address, B256, U256};
+        let bad = |what: &str| PaymentError::Internal(format!("top-up {}: {what}", t.payment_id));
+        let signed: U256 = t.amount.parse().map_err(|_| bad("amount"))?;
+        let mut arrived = signed;
+        if let (Ok(settler), Ok(tx), Ok(token), Ok(treasury)) = (
+            self.settler(&crate::x402::Network::parse_any(&t.network).map_err(|_| bad("network"))?),
+            t.tx.parse::<B256>(),
+            t.asset.parse::<Address>(),
+            t.pay_to.parse::<Address>(),
+        ) && let Some(chain) = settler.chain()
+            && let Some(receipt) = chain.receipt(tx).await?
+        {
+            let received = crate::topup::transfer::arrived(&receipt.logs, token, treasury);
+            if !received.is_zero() {
+                arrived = received.min(signed);
+            }
+        }
+        let credit = if arrived == signed || signed.is_zero() {
+            t.price
+        } else {
+            let scaled = U256::from(t.price.get()) * arrived / signed;
+            UsdMicros(u64::try_from(scaled).map_err(|_| bad("credit"))?)
+        };
+        let mut valuation = topup.valuation.clone();
+        if let Some(o) = valuation.as_object_mut() {
+            o.insert("signed".into(), t.amount.clone().into());
+            o.insert("arrived".into(), arrived.to_string().into());
+            o.insert("credited_micros".into(), credit.get().into());
+        }
+        if credit.get() == 0 {
+            tracing::error!(payment = %t.payment_id, "a top-up delivered nothing creditable");
+            return Ok(());
+        }
+        let row = crate::topup::record::TopupRow {
+            id: crate::topup::record::TopupRow::x402_id(&t.payment_id),
+            account: topup.account.clone(),
+            network: t.network.clone(),
+            token: t.asset.clone(),
+            amount: arrived.to_string(),
+            credit,
+            source: crate::topup::record::Source::X402,
+            tx_hash: t.tx.clone(),
+            payer: t.payer.clone(),
+            valuation,
+            created_at_ms: 0,
+        };
+        self.topups
+            .book(&row, self.clock.now())
+            .await
+            .map_err(|e| PaymentError::unavailable("ledger_unavailable", format!("top-up: {e}")))?;
         Ok(())
     }
 

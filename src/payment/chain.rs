@@ -37,6 +37,14 @@ pub use IERC20::Transfer as Erc20Transfer;
 /// How far back a landed authorization is searched for when its block is not known.
 const LOG_LOOKBACK_BLOCKS: u64 = 50_000;
 
+/// A mined transaction, as its receipt tells.
+#[derive(Clone, Debug)]
+pub struct Receipt {
+    pub succeeded: bool,
+    pub block: u64,
+    pub logs: Vec<Log>,
+}
+
 /// A transfer that landed on chain.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Landed {
@@ -241,6 +249,21 @@ impl Chain {
             Some(r) if r.status() => r.inner.logs().to_vec(),
             _ => Vec::new(),
         })
+    }
+
+    /// A transaction's receipt: whether it succeeded, its block and its logs (`None`: not
+    /// mined, or unknown to the node).
+    pub async fn receipt(&self, tx: B256) -> Result<Option<Receipt>, PaymentError> {
+        let receipt = self
+            .provider
+            .get_transaction_receipt(tx)
+            .await
+            .map_err(rpc_down)?;
+        Ok(receipt.map(|r| Receipt {
+            succeeded: r.status(),
+            block: r.block_number.unwrap_or(0),
+            logs: r.inner.logs().to_vec(),
+        }))
     }
 
     /// Whether transaction `tx` succeeded and moved exactly `value` of `token` from `from` to

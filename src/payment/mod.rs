@@ -168,6 +168,8 @@ pub struct Payments {
     ids: idempotency::PaymentIds,
     /// Ledger accounts known to exist: creating them is idempotent but costs two writes.
     known_accounts: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Where top-up payments are booked.
+    topups: crate::topup::record::Topups,
 }
 
 impl Payments {
@@ -181,6 +183,7 @@ impl Payments {
         Payments {
             ids: idempotency::PaymentIds::new(db.clone()),
             links: crate::accounts::WalletLinks::new(db.clone()),
+            topups: crate::topup::record::Topups::new(db.clone(), ledger.clone()),
             store: PaymentStore::new(db),
             ledger,
             settlers,
@@ -192,6 +195,10 @@ impl Payments {
 
     pub fn store(&self) -> &PaymentStore {
         &self.store
+    }
+
+    pub fn topups(&self) -> &crate::topup::record::Topups {
+        &self.topups
     }
 
     pub fn ids(&self) -> &idempotency::PaymentIds {

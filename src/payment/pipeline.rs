@@ -223,6 +223,11 @@ impl Payments {
             authorization: p.stored(),
             valid_before: p.valid_before(),
             from_block,
+            topup: m
+                .quote
+                .topup
+                .as_ref()
+                .map(|t| t.claim_record(&format!("{:#x}", m.terms.asset))),
         };
         match self.store.claim(&new, self.clock.now()).await? {
             Claim::Taken => Ok(Claimed { matched: m, id }),

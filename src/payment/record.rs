@@ -93,6 +93,8 @@ pub struct NewPayment {
     pub authorization: StoredAuthorization,
     pub valid_before: u64,
     pub from_block: Option<u64>,
+    /// A top-up's account and valuation (JSON), for a payment of a top-up quote.
+    pub topup: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -117,6 +119,7 @@ pub struct PaymentRow {
     pub error: Option<String>,
     pub created_at_ms: u64,
     pub updated_at_ms: u64,
+    pub topup: Option<String>,
 }
 
 /// A row as stored (integers are signed in SQL).
@@ -142,11 +145,12 @@ struct RawRow {
     error: Option<String>,
     created_at_ms: i64,
     updated_at_ms: i64,
+    topup: Option<String>,
 }
 
 const COLUMNS: &str = "id, network, asset, payer, nonce, pay_to, amount, price_micros, quote_id, \
      request_hash, x402_version, mode, signed_auth, valid_before, from_block, status, tx_hash, \
-     error, created_at_ms, updated_at_ms";
+     error, created_at_ms, updated_at_ms, topup";
 
 fn row(r: RawRow) -> Result<PaymentRow, DbError> {
     let authorization = serde_json::from_str(&r.signed_auth)
@@ -173,6 +177,7 @@ fn row(r: RawRow) -> Result<PaymentRow, DbError> {
         error: r.error,
         created_at_ms: u(r.created_at_ms),
         updated_at_ms: u(r.updated_at_ms),
+        topup: r.topup,
     })
 }
 
@@ -207,8 +212,8 @@ impl PaymentStore {
     pub async fn claim(&self, p: &NewPayment, now: UnixMillis) -> Result<Claim, DbError> {
         const INSERT: &str = "INSERT INTO payments (id, network, asset, payer, nonce, pay_to, \
              amount, price_micros, quote_id, request_hash, x402_version, mode, signed_auth, \
-             valid_before, from_block, status, created_at_ms, updated_at_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 'claimed', $16, $16) \
+             valid_before, from_block, status, created_at_ms, updated_at_ms, topup) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 'claimed', $16, $16, $17) \
              ON CONFLICT DO NOTHING";
         let auth = serde_json::to_string(&p.authorization).expect("strings serialise");
         let inserted = on_pool!(&self.db, pool => sqlx::query(INSERT)
@@ -228,6 +233,7 @@ impl PaymentStore {
             .bind(int(p.valid_before))
             .bind(p.from_block.map(int))
             .bind(ms(now))
+            .bind(&p.topup)
             .execute(pool)
             .await?
             .rows_affected());

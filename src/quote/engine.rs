@@ -151,6 +151,7 @@ impl QuoteEngine {
             offers: self.offers(req.price, req.metered)?,
             created_at: now,
             expires_at: now.plus_secs(self.ttl_seconds),
+            topup: None,
         });
         let id = candidate.id.clone();
         let quote = self.store.get_or_insert(candidate).await?;

@@ -12,7 +12,7 @@ pub mod terms;
 pub use engine::{IssueError, Issued, QuoteEngine, QuoteRequest};
 pub use fingerprint::{CanonicalBody, CanonicalRequest, FingerprintKey, fingerprint};
 pub use memory::MemoryQuoteStore;
-pub use model::{Offer, Quote, QuoteId, RequestHash, RuleRef};
+pub use model::{Offer, Quote, QuoteId, RequestHash, RuleRef, TopupTerms, TopupValuation};
 pub use redis_store::RedisQuoteStore;
 pub use store::{AnyQuoteStore, QuoteStore, StoreError};
 pub use terms::{OfferScheme, PaymentTerms, TransferMethod};

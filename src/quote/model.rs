@@ -157,6 +157,39 @@ pub struct Quote {
     pub offers: Vec<Offer>,
     pub created_at: UnixMillis,
     pub expires_at: UnixMillis,
+    /// A top-up's quote: paying it credits an account instead of buying a request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topup: Option<Box<TopupTerms>>,
+}
+
+/// What a top-up quote credits: the account, and per offered asset the valuation its amount
+/// came from (recorded with the top-up when that asset pays).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopupTerms {
+    pub account: String,
+    pub valuations: Vec<TopupValuation>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopupValuation {
+    /// Lower-case token address.
+    pub asset: String,
+    /// The valuation's JSON.
+    pub valuation: String,
+}
+
+impl TopupTerms {
+    /// What a claim on this quote records for a payment in `asset`: the account to credit and
+    /// the valuation (JSON), so the reconciler books it exactly as the request would.
+    pub fn claim_record(&self, asset: &str) -> String {
+        let valuation = self
+            .valuations
+            .iter()
+            .find(|v| v.asset.eq_ignore_ascii_case(asset))
+            .and_then(|v| serde_json::from_str::<serde_json::Value>(&v.valuation).ok())
+            .unwrap_or(serde_json::Value::Null);
+        serde_json::json!({ "account": self.account, "valuation": valuation }).to_string()
+    }
 }
 
 impl Quote {

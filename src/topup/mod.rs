@@ -1,11 +1,20 @@
-//! Top-ups in any DEX-liquid token (issue 9, in progress): valuing an amount of a token in USDC
-//! on Uniswap pools, with the guards against price manipulation (anchors D5: never from the
-//! spot alone; the lower of spot and TWAP; minimum liquidity; maximum price impact; maximum
-//! spot/TWAP deviation; a haircut; round down). This first part is the arithmetic, pure and
-//! exact (U256, no floats): the pool reads and the HTTP endpoints build on it.
+//! Top-ups in any DEX-liquid token: valuing an amount of a token in USDC on Uniswap pools, with
+//! the guards against price manipulation (anchors D5: never from the spot alone; the lower of
+//! spot and TWAP; minimum liquidity; maximum price impact; maximum spot/TWAP deviation; a
+//! haircut; round down), and crediting what arrived once.
+//!
+//! - [`valuation`], [`v2`], [`v3`], [`v2_oracle`]: the arithmetic, pure and exact (U256);
+//! - [`pools`]: reading pools over RPC; [`route`]: finding the route and valuing on it;
+//! - [`config`]: the operator's per-network settings; [`record`]: the top-up records and their
+//!   ledger transfers; [`transfer`]: plain ERC-20 transfers read from a receipt.
 
+pub mod config;
 pub mod pools;
+pub mod record;
+pub mod route;
+pub mod transfer;
 pub mod v2;
+pub mod v2_oracle;
 pub mod v3;
 pub mod valuation;
 
@@ -32,6 +41,24 @@ pub enum Refusal {
     Overflow,
     #[error("this amount is worth nothing after the haircut")]
     Worthless,
+    #[error("this token is not accepted for top-ups here")]
+    Denied,
+    #[error("top-ups are not configured on this network")]
+    NoNetwork,
+    #[error("a top-up is worth at most {max}; this one is worth {have}")]
+    AboveCap { have: String, max: String },
+    #[error("a top-up must be worth at least {min}; this one is worth {have}")]
+    BelowMinimum { have: String, min: String },
+    #[error("this account may top up {left} more today (at most {max} per 24 hours)")]
+    DailyCap { left: String, max: String },
+    #[error("the transaction has {have} of {need} confirmations; ask again later")]
+    NotConfirmed { have: u64, need: u64 },
+    #[error("no successful transaction with this hash on this network")]
+    UnknownTransaction,
+    #[error("the transaction moves no token to the treasury")]
+    NoTransferToTreasury,
+    #[error("the tokens were sent from {from}, which is not a wallet linked to this account")]
+    WalletNotLinked { from: String },
 }
 
 impl Refusal {
@@ -44,6 +71,15 @@ impl Refusal {
             Refusal::ShortHistory { .. } => "topup_twap_window_too_long",
             Refusal::Overflow => "topup_amount_too_large",
             Refusal::Worthless => "topup_amount_too_small",
+            Refusal::Denied => "topup_token_denied",
+            Refusal::NoNetwork => "topup_network_unsupported",
+            Refusal::AboveCap { .. } => "topup_above_cap",
+            Refusal::BelowMinimum { .. } => "topup_below_minimum",
+            Refusal::DailyCap { .. } => "topup_daily_cap_reached",
+            Refusal::NotConfirmed { .. } => "topup_not_confirmed",
+            Refusal::UnknownTransaction => "topup_transaction_not_found",
+            Refusal::NoTransferToTreasury => "topup_no_transfer_to_treasury",
+            Refusal::WalletNotLinked { .. } => "topup_wallet_not_linked",
         }
     }
 }

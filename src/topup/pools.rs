@@ -132,3 +132,230 @@ pub async fn v3_readings(
         liquidity: depth?,
     })
 }
+
+sol! {
+    interface IUniswapV2Factory {
+        function getPair(address tokenA, address tokenB) external view returns (address pair);
+    }
+
+    interface IUniswapV3Factory {
+        function getPool(address tokenA, address tokenB, uint24 fee) external view returns (address pool);
+    }
+
+    interface IUniswapV2Cumulative {
+        function price0CumulativeLast() external view returns (uint256);
+        function price1CumulativeLast() external view returns (uint256);
+    }
+
+    interface IQuoterV2Path {
+        function quoteExactInput(bytes path, uint256 amountIn) external returns (uint256 amountOut, uint160[] sqrtPriceX96AfterList, uint32[] initializedTicksCrossedList, uint256 gasEstimate);
+    }
+
+    interface IERC20Decimals {
+        function decimals() external view returns (uint8);
+    }
+}
+
+/// The v2 pair of two tokens, if the factory has one.
+pub async fn v2_pair(
+    chain: &Chain,
+    factory: Address,
+    a: Address,
+    b: Address,
+) -> Result<Option<Address>, PaymentError> {
+    let pair = chain
+        .read(
+            factory,
+            IUniswapV2Factory::getPairCall {
+                tokenA: a,
+                tokenB: b,
+            },
+        )
+        .await?;
+    Ok((pair != Address::ZERO).then_some(pair))
+}
+
+/// The v3 pool of two tokens at a fee tier, if the factory has one.
+pub async fn v3_pool(
+    chain: &Chain,
+    factory: Address,
+    a: Address,
+    b: Address,
+    fee: u32,
+) -> Result<Option<Address>, PaymentError> {
+    let pool = chain
+        .read(
+            factory,
+            IUniswapV3Factory::getPoolCall {
+                tokenA: a,
+                tokenB: b,
+                fee: U24::from(fee),
+            },
+        )
+        .await?;
+    Ok((pool != Address::ZERO).then_some(pool))
+}
+
+pub async fn decimals(chain: &Chain, token: Address) -> Result<u8, ReadError> {
+    // An address without code answers every call with nothing: not an outage, not a token.
+    if !chain.has_code(token).await? {
+        return Err(Refusal::NoPool.into());
+    }
+    match chain
+        .try_read(token, IERC20Decimals::decimalsCall {})
+        .await?
+    {
+        Ok(d) if d <= 36 => Ok(d),
+        // Not a token (or one without decimals): nothing can price it.
+        _ => Err(Refusal::NoPool.into()),
+    }
+}
+
+/// One v3 pool as a hop of a route: its spot and time-weighted prices, in the direction of the
+/// hop.
+#[derive(Clone, Copy, Debug)]
+pub struct V3Hop {
+    pub pool: Address,
+    pub fee: u32,
+    zero_for_one: bool,
+    spot: U160,
+    twap: U160,
+}
+
+impl V3Hop {
+    pub fn spot_out(&self, amount: U256) -> Option<U256> {
+        v3::mid_out(amount, self.spot, self.zero_for_one)
+    }
+    pub fn twap_out(&self, amount: U256) -> Option<U256> {
+        v3::mid_out(amount, self.twap, self.zero_for_one)
+    }
+}
+
+/// Reads a v3 pool as a hop selling `token_in`: slot0, token0, fee and the mean tick over
+/// `window_secs` (refused when the oracle does not reach that far back).
+pub async fn v3_hop(
+    chain: &Chain,
+    pool: Address,
+    token_in: Address,
+    window_secs: u32,
+) -> Result<V3Hop, ReadError> {
+    let (slot0, token0, fee, observed) = tokio::join!(
+        chain.read(pool, IUniswapV3Pool::slot0Call {}),
+        chain.read(pool, IUniswapV3Pool::token0Call {}),
+        chain.read(pool, IUniswapV3Pool::feeCall {}),
+        chain.try_read(
+            pool,
+            IUniswapV3Pool::observeCall {
+                secondsAgos: vec![window_secs, 0],
+            }
+        ),
+    );
+    let observed = observed?.map_err(|_| Refusal::ShortHistory {
+        have_secs: 0,
+        need_secs: u64::from(window_secs),
+    })?;
+    let cum = &observed.tickCumulatives;
+    let (then, now) = (
+        i64::try_from(cum[0]).map_err(|_| Refusal::Overflow)?,
+        i64::try_from(cum[1]).map_err(|_| Refusal::Overflow)?,
+    );
+    let tick = mean_tick(then, now, window_secs).ok_or(Refusal::Overflow)?;
+    Ok(V3Hop {
+        pool,
+        fee: fee?.to::<u32>(),
+        zero_for_one: token0? == token_in,
+        spot: slot0?.sqrtPriceX96,
+        twap: v3::sqrt_price_at_tick(tick).ok_or(Refusal::Overflow)?,
+    })
+}
+
+/// Uniswap's packed path: token, fee (3 bytes), token, fee, token.
+fn encode_path(tokens: &[Address], fees: &[u32]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(20 * tokens.len() + 3 * fees.len());
+    for (i, t) in tokens.iter().enumerate() {
+        out.extend_from_slice(t.as_slice());
+        if let Some(f) = fees.get(i) {
+            out.extend_from_slice(&f.to_be_bytes()[1..]);
+        }
+    }
+    out
+}
+
+/// Readings for `amount_in` of `token_in` sold to USDC through WETH on two v3 pools: the mid
+/// prices compose hop by hop, the quoter swaps along the path, and the liquidity is the thinner
+/// of the two pools (the first one's WETH valued at the second one's spot).
+#[allow(clippy::too_many_arguments)]
+pub async fn v3_two_hop_readings(
+    chain: &Chain,
+    quoter: Address,
+    first: Address,
+    second: Address,
+    token_in: Address,
+    weth: Address,
+    usdc: Address,
+    amount_in: U256,
+    window_secs: u32,
+) -> Result<(Readings, V3Hop, V3Hop), ReadError> {
+    let (h1, h2) = tokio::join!(
+        v3_hop(chain, first, token_in, window_secs),
+        v3_hop(chain, second, weth, window_secs),
+    );
+    let (h1, h2) = (h1?, h2?);
+    let path = encode_path(&[token_in, weth, usdc], &[h1.fee, h2.fee]);
+    let (quoted, weth_depth, usdc_depth) = tokio::join!(
+        chain.read(
+            quoter,
+            IQuoterV2Path::quoteExactInputCall {
+                path: path.into(),
+                amountIn: amount_in,
+            },
+        ),
+        chain.balance_of(weth, first),
+        chain.balance_of(usdc, second),
+    );
+    let over = || ReadError::Refused(Refusal::Overflow);
+    let spot_mid = h1
+        .spot_out(amount_in)
+        .and_then(|w| h2.spot_out(w))
+        .ok_or_else(over)?;
+    let twap_mid = h1
+        .twap_out(amount_in)
+        .and_then(|w| h2.twap_out(w))
+        .ok_or_else(over)?;
+    let first_depth = h2.spot_out(weth_depth?).ok_or_else(over)?;
+    Ok((
+        Readings {
+            quoted: quoted?.amountOut,
+            spot_mid,
+            twap_mid,
+            liquidity: first_depth.min(usdc_depth?),
+        },
+        h1,
+        h2,
+    ))
+}
+
+/// A v2 pair's reserves and price accumulators, brought forward to `now` (the latest block's
+/// time) as the pair itself would on its next update.
+pub async fn v2_state(
+    chain: &Chain,
+    pair: Address,
+) -> Result<(super::v2_oracle::PairState, Address), ReadError> {
+    let (reserves, token0, c0, c1) = tokio::join!(
+        chain.read(pair, IUniswapV2Pair::getReservesCall {}),
+        chain.read(pair, IUniswapV2Pair::token0Call {}),
+        chain.read(pair, IUniswapV2Cumulative::price0CumulativeLastCall {}),
+        chain.read(pair, IUniswapV2Cumulative::price1CumulativeLastCall {}),
+    );
+    let r = reserves?;
+    Ok((
+        super::v2_oracle::PairState {
+            reserve0: U256::from(r.reserve0),
+            reserve1: U256::from(r.reserve1),
+            last_update: u64::from(r.blockTimestampLast),
+            cum0_last: c0?,
+            cum1_last: c1?,
+        },
+        token0?,
+    ))
+}

@@ -3,7 +3,7 @@
 //   node tests/interop/pay.mjs --client v2|v1 --key 0x<payer key> --url <url>
 //                              [--method GET|POST] [--body '<json>'] [--rpc URL] [--max-value N]
 //                              [--allow-assets] [--transfer-method eip3009|permit2]
-//                              [--upto] [--scheme exact|upto]
+//                              [--upto] [--scheme exact|upto] [--asset 0xTOKEN]
 //                              [--payment-id <id>|auto] [--replay N]          (v2 only)
 //                              [--siwx] [--no-pay] [--siwx-header-only]       (v2 only)
 //
@@ -14,6 +14,8 @@
 //       it signs a ceiling of `amount` for the facilitator named in extra.facilitatorAddress.
 //       --scheme keeps only the offered requirements with that scheme (a client policy, like
 //       --transfer-method), so a 402 offering both exact and upto can be paid either way.
+//       --bearer KEY sends `Authorization: Bearer KEY` (the buyer's account, e.g. for POST /top-up).
+//       --asset keeps only the requirements paid in that token (the one the buyer holds).
 //       --payment-id adds an x402 `payment-identifier` id the way @x402/extensions documents it:
 //       an onBeforePaymentCreation hook calling appendPaymentIdentifierToExtensions(
 //       paymentRequired.extensions, id), which core then echoes into the PaymentPayload as
@@ -90,7 +92,7 @@ if (
   (args.replay !== undefined && !/^[0-9]+$/.test(String(args.replay))) ||
   (args["no-pay"] !== undefined && args.upto !== undefined)
 ) {
-  console.error("usage: pay.mjs --client v2|v1 --key 0xKEY --url URL [--method GET|POST] [--body JSON] [--rpc URL] [--max-value N] [--allow-assets] [--transfer-method eip3009|permit2] [--upto] [--scheme exact|upto] [--payment-id ID|auto] [--replay N] [--siwx] [--no-pay] [--siwx-header-only]");
+  console.error("usage: pay.mjs --client v2|v1 --key 0xKEY --url URL [--method GET|POST] [--body JSON] [--rpc URL] [--max-value N] [--allow-assets] [--transfer-method eip3009|permit2] [--upto] [--scheme exact|upto] [--asset 0xTOKEN] [--bearer KEY] [--payment-id ID|auto] [--replay N] [--siwx] [--no-pay] [--siwx-header-only]");
   console.error("       (--payment-id, --replay, --siwx, --no-pay, --siwx-header-only: --client v2 only; --no-pay excludes --upto)");
   process.exit(64);
 }
@@ -135,6 +137,11 @@ function v2Client(account) {
       reqs.filter((r) => (r.extra?.assetTransferMethod ?? "eip3009") === want),
     );
   }
+  if (args.asset !== undefined) {
+    // The token the buyer holds: keep only the requirements paid in it.
+    const want = args.asset.toLowerCase();
+    client.registerPolicy((_version, reqs) => reqs.filter((r) => r.asset.toLowerCase() === want));
+  }
   if (args.scheme !== undefined) {
     const want = args.scheme;
     client.registerPolicy((_version, reqs) => reqs.filter((r) => r.scheme === want));
@@ -160,10 +167,13 @@ function payingFetch() {
 
 function requestInit() {
   const init = { method: args.method ?? (args.body !== undefined ? "POST" : "GET") };
+  init.headers = {};
   if (args.body !== undefined) {
     init.body = args.body;
-    init.headers = { "content-type": "application/json" };
+    init.headers["content-type"] = "application/json";
   }
+  // --bearer: the buyer's account at the seller (a top-up credits it).
+  if (args.bearer !== undefined) init.headers.authorization = `Bearer ${args.bearer}`;
   return init;
 }
 

@@ -56,6 +56,7 @@ fn quote(route: &str, rule: &str, price: u64, at_ms: u64) -> Quote {
         offers: vec![],
         created_at: UnixMillis(at_ms),
         expires_at: UnixMillis(at_ms + 300_000),
+        topup: None,
     }
 }
 

@@ -13,3 +13,4 @@ mod rules;
 mod sign_in;
 mod support;
 mod topup;
+mod topup_http;

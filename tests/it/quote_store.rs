@@ -24,6 +24,7 @@ fn quote(hash: u8, now: UnixMillis, ttl_ms: u64, price: u64) -> Arc<Quote> {
         offers: vec![],
         created_at: now,
         expires_at: UnixMillis(now.0 + ttl_ms),
+        topup: None,
     })
 }
 

@@ -22,14 +22,14 @@ sol! {
     }
 }
 
-struct Rig {
-    node: AnvilNode,
-    chain: Chain,
-    rig: Value,
+pub(crate) struct Rig {
+    pub(crate) node: AnvilNode,
+    pub(crate) chain: Chain,
+    pub(crate) rig: Value,
 }
 
 impl Rig {
-    async fn start() -> Rig {
+    pub(crate) async fn start() -> Rig {
         let node = AnvilNode::spawn(84532).await;
         let rig = node_script(&[
             "tests/interop/uniswap.mjs",
@@ -41,7 +41,7 @@ impl Rig {
         Rig { node, chain, rig }
     }
 
-    fn addr(&self, pointer: &str) -> Address {
+    pub(crate) fn addr(&self, pointer: &str) -> Address {
         self.rig
             .pointer(pointer)
             .and_then(Value::as_str)

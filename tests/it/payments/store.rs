@@ -37,6 +37,7 @@ fn payment(id: &str, nonce: u8) -> NewPayment {
         },
         valid_before: 2_000_000_000,
         from_block: Some(7),
+        topup: None,
     }
 }
 
