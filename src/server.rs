@@ -151,7 +151,10 @@ pub async fn build_state(config: Config, opts: BuildOptions) -> anyhow::Result<A
             })?;
         topup.insert(
             t.network.clone(),
-            std::sync::Arc::new(crate::topup::route::Valuer::new(t.clone(), chain)),
+            std::sync::Arc::new(crate::http::topup::Served::new(
+                crate::topup::route::Valuer::new(t.clone(), chain),
+                opts_clock.clone(),
+            )),
         );
     }
     Ok(AppState::new(StateInner {

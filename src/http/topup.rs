@@ -42,7 +42,37 @@ use crate::topup::transfer::arrivals;
 use crate::x402::{Network, v2};
 
 /// The valuers of the networks with top-ups configured.
-pub type Valuers = HashMap<Network, Arc<Valuer>>;
+pub type Valuers = HashMap<Network, Arc<Served>>;
+
+/// One network's valuer and the bound on how often it runs.
+pub struct Served {
+    pub valuer: Valuer,
+    pub valuations: super::rate_limit::TokenBucket,
+}
+
+impl Served {
+    pub fn new(valuer: Valuer, clock: crate::time::Clock) -> Self {
+        let per_minute = valuer.net.valuations_per_minute;
+        Served {
+            valuer,
+            valuations: super::rate_limit::TokenBucket::per_minute(per_minute, clock),
+        }
+    }
+
+    /// The valuer, if a valuation may run now (else 429 with `Retry-After`).
+    fn take(&self) -> Result<&Valuer, ApiError> {
+        self.valuations.take().map_err(|wait| {
+            let mut e = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_valuations",
+                "top-up valuations are running too fast here; retry later",
+            );
+            e.retry_after = Some(wait.as_secs().max(1));
+            e
+        })?;
+        Ok(&self.valuer)
+    }
+}
 
 const PATH: &str = "/top-up";
 
@@ -64,7 +94,7 @@ fn read_failed(e: ReadError) -> ApiError {
 }
 
 /// The network asked for, or the only one configured.
-fn valuer<'a>(state: &'a AppState, network: Option<&str>) -> Result<&'a Arc<Valuer>, ApiError> {
+fn served<'a>(state: &'a AppState, network: Option<&str>) -> Result<&'a Arc<Served>, ApiError> {
     match network {
         Some(n) => {
             let n = Network::parse_any(n)
@@ -110,8 +140,8 @@ pub async fn quote(
     q: Result<Query<QuoteParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(q) = q.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
-    let v = valuer(&state, q.network.as_deref())?;
     let token = parse_token(&q.token)?;
+    let v = served(&state, q.network.as_deref())?.take()?;
     let valuation = match (q.amount.as_deref(), q.credits.as_deref()) {
         (Some(a), None) => {
             let amount: U256 = a.parse().map_err(|_| {
@@ -250,7 +280,8 @@ pub async fn top_up(
             format!("expected {{\"credits\": \"$5.00\"}}: {e}"),
         )
     })?;
-    let v = valuer(&state, req.network.as_deref())?.clone();
+    let s = served(&state, req.network.as_deref())?.clone();
+    let v = &s.valuer;
     let credits = parse_credits(&req.credits)?;
     v.check_size(credits).map_err(|r| refused(&r))?;
     let who = [("tariff-account".to_string(), account.to_string())];
@@ -277,10 +308,10 @@ pub async fn top_up(
     let (quote, fresh) = match open {
         Some(q) => (q, false),
         None => {
-            if let Some(r) = over_daily_cap(&state, &v, &account, credits).await? {
+            if let Some(r) = over_daily_cap(&state, v, &account, credits).await? {
                 return Err(refused(&r));
             }
-            let q = issue(&state, &v, &account, credits, hash).await?;
+            let q = issue(&state, s.take()?, &account, credits, hash).await?;
             (q, true)
         }
     };
@@ -462,7 +493,8 @@ pub async fn transfer(
             format!("expected {{\"network\", \"tx_hash\"}}: {e}"),
         )
     })?;
-    let v = valuer(&state, Some(&req.network))?.clone();
+    let s = served(&state, Some(&req.network))?.clone();
+    let v = &s.valuer;
     let tx: B256 = req.tx_hash.parse().map_err(|_| {
         ApiError::bad_request("invalid_tx_hash", "tx_hash: 0x and 64 hex characters")
     })?;
@@ -499,7 +531,7 @@ pub async fn transfer(
         let outcome = if owner != account.as_str() {
             Err(Refusal::WalletNotLinked { from })
         } else {
-            credit_arrival(&state, &v, &account, &id, &tx_hex, &from, a.token, a.amount).await?
+            credit_arrival(&state, &s, &account, &id, &tx_hex, &from, a.token, a.amount).await?
         };
         match outcome {
             Ok(booked) => {
@@ -541,7 +573,7 @@ pub async fn transfer(
 #[allow(clippy::too_many_arguments)]
 async fn credit_arrival(
     state: &AppState,
-    v: &Valuer,
+    s: &Served,
     account: &AccountId,
     id: &str,
     tx: &str,
@@ -556,6 +588,7 @@ async fn credit_arrival(
     if let Some(row) = topups.get(id).await.map_err(db)? {
         return Ok(Ok(Booked::Already(row)));
     }
+    let v = s.take()?;
     let valued = match v.value(token, amount).await {
         Ok(x) => x,
         Err(ReadError::Refused(r)) => return Ok(Err(r)),

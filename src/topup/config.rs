@@ -37,9 +37,18 @@ pub struct TopupNetwork {
     pub offer: Vec<Address>,
     /// How long a top-up quote (its token amounts) holds.
     pub quote_ttl_secs: u64,
+    /// Valuations this instance runs per minute (each is a dozen RPC reads): quotes, 402s
+    /// and transfers beyond it get 429.
+    pub valuations_per_minute: u32,
 }
 
 /// Which tokens may top up (USDC always may).
+///
+/// A token's own contract says what its `Transfer` events and balances are: a hostile token
+/// with a pool the attacker funded (and keeps) could report arrivals that never happened. So
+/// the default accepts only the tokens the operator listed (`allow`, and those it `offer`s);
+/// `accept = "any"` opens top-ups to every token whose pools pass the guards, minus `deny`,
+/// bounded by the caps.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TokenList {
     /// Only these.
@@ -82,6 +91,8 @@ pub struct RawTopup {
     max_per_topup: Option<String>,
     min_per_topup: Option<String>,
     max_per_account_day: Option<String>,
+    /// `listed` (the default: `allow` and `offer`) or `any` (every liquid token but `deny`).
+    accept: Option<String>,
     #[serde(default)]
     allow: Vec<String>,
     #[serde(default)]
@@ -89,6 +100,7 @@ pub struct RawTopup {
     #[serde(default)]
     offer: Vec<String>,
     quote_ttl_seconds: Option<u64>,
+    valuations_per_minute: Option<u32>,
 }
 
 /// Uniswap's deployments on a network Tariff knows.
@@ -193,7 +205,7 @@ impl RawTopup {
         let fee_tiers = self
             .fee_tiers
             .unwrap_or_else(|| vec![100, 500, 3000, 10_000]);
-        if fee_tiers.is_empty() || fee_tiers.iter().any(|f| *f >= 1_000_000) {
+        if fee_tiers.is_empty() || fee_tiers.iter().any(|f| *f == 0 || *f >= 1_000_000) {
             return Err((
                 at("fee_tiers"),
                 "one or more fees in hundredths of a bip, below 1000000".into(),
@@ -238,20 +250,37 @@ impl RawTopup {
         let list = |v: Vec<String>, field: &str| -> Result<Vec<Address>, Invalid> {
             v.iter().map(|a| addr(&at(field), a)).collect()
         };
-        let tokens = match (self.allow.is_empty(), self.deny.is_empty()) {
-            (false, false) => {
-                return Err((at("allow"), "an allowlist or a denylist, not both".into()));
-            }
-            (false, true) => TokenList::Allow(list(self.allow, "allow")?),
-            _ => TokenList::Deny(list(self.deny, "deny")?),
-        };
         let mut offer = list(self.offer, "offer")?;
-        if offer.is_empty()
-            && let TokenList::Allow(a) = &tokens
-        {
-            offer = a.clone();
-        }
         offer.retain(|t| *t != usdc);
+        let tokens = match self.accept.as_deref() {
+            None | Some("listed") => {
+                if !self.deny.is_empty() {
+                    return Err((at("deny"), "a denylist needs accept = \"any\"".into()));
+                }
+                let mut allow = list(self.allow, "allow")?;
+                if offer.is_empty() {
+                    offer = allow.iter().copied().filter(|t| *t != usdc).collect();
+                }
+                allow.extend(offer.iter().copied());
+                TokenList::Allow(allow)
+            }
+            Some("any") => {
+                if !self.allow.is_empty() {
+                    return Err((
+                        at("allow"),
+                        "accept = \"any\" takes a denylist, not an allowlist".into(),
+                    ));
+                }
+                let deny = list(self.deny, "deny")?;
+                if let Some(t) = offer.iter().find(|t| deny.contains(t)) {
+                    return Err((at("offer"), format!("{t:#x} is also denied")));
+                }
+                TokenList::Deny(deny)
+            }
+            Some(other) => {
+                return Err((at("accept"), format!("`{other}` is not `listed` or `any`")));
+            }
+        };
         let quote_ttl_secs = self.quote_ttl_seconds.unwrap_or(120);
         if !(10..=3600).contains(&quote_ttl_secs) {
             return Err((at("quote_ttl_seconds"), "between 10 s and 1 hour".into()));
@@ -275,6 +304,7 @@ impl RawTopup {
             tokens,
             offer,
             quote_ttl_secs,
+            valuations_per_minute: self.valuations_per_minute.unwrap_or(600).max(1),
         })
     }
 }
@@ -301,7 +331,15 @@ mod tests {
             assert_eq!(t.v3_factory, Some(factory.parse().unwrap()));
             assert_eq!(t.treasury, pay_to.parse::<Address>().unwrap());
             assert_eq!(t.policy.haircut_bps, 50);
-            assert!(t.permits(t.usdc) && t.permits(Address::repeat_byte(7)));
+            // Only USDC until the operator lists tokens or opens top-ups to any token.
+            assert!(t.permits(t.usdc) && !t.permits(Address::repeat_byte(7)));
+            let open = RawTopup {
+                accept: Some("any".into()),
+                ..raw(net)
+            }
+            .build(0, Some(pay_to))
+            .unwrap();
+            assert!(open.permits(Address::repeat_byte(7)));
         }
         let e = raw("eip155:1").build(0, Some(pay_to)).unwrap_err();
         assert_eq!(e.0, "topup[0].weth", "{e:?}");
@@ -344,11 +382,25 @@ mod tests {
             ),
             (
                 RawTopup {
-                    allow: vec!["0x0000000000000000000000000000000000000007".into()],
                     deny: vec!["0x0000000000000000000000000000000000000008".into()],
                     ..raw("base")
                 },
+                "deny",
+            ),
+            (
+                RawTopup {
+                    accept: Some("any".into()),
+                    allow: vec!["0x0000000000000000000000000000000000000007".into()],
+                    ..raw("base")
+                },
                 "allow",
+            ),
+            (
+                RawTopup {
+                    accept: Some("some".into()),
+                    ..raw("base")
+                },
+                "accept",
             ),
             (
                 RawTopup {

@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use alloy::primitives::{Address, U256};
 use serde_json::{Value, json};
@@ -103,7 +104,15 @@ pub struct Valuer {
     chain: Chain,
     v2_oracle: V2Oracle,
     decimals: Mutex<HashMap<Address, u8>>,
+    /// Factory answers: a pool's address never changes; "no pool" is asked again after
+    /// [`NO_POOL_TTL`] (someone may create one).
+    pools: Mutex<HashMap<PoolKey, (Option<Address>, Instant)>>,
 }
+
+/// (token a, token b, fee; 0 for a v2 pair).
+type PoolKey = (Address, Address, u32);
+
+const NO_POOL_TTL: Duration = Duration::from_secs(600);
 
 /// One way to the USDC: the pools, and how to read them.
 #[derive(Clone, Copy, Debug)]
@@ -123,7 +132,29 @@ impl Valuer {
             chain,
             v2_oracle: V2Oracle::default(),
             decimals: Mutex::default(),
+            pools: Mutex::default(),
         }
+    }
+
+    /// The v3 pool (`fee` > 0) or v2 pair (`fee` 0) of two tokens, through the cache.
+    async fn pool(&self, a: Address, b: Address, fee: u32) -> Result<Option<Address>, ReadError> {
+        let key = (a.min(b), a.max(b), fee);
+        if let Some((found, at)) = self.pools.lock().expect("not poisoned").get(&key)
+            && (found.is_some() || at.elapsed() < NO_POOL_TTL)
+        {
+            return Ok(*found);
+        }
+        let n = &self.net;
+        let found = match (fee, n.v2_factory, n.v3_factory) {
+            (0, Some(f), _) => pools::v2_pair(&self.chain, f, a, b).await?,
+            (fee, _, Some(f)) if fee > 0 => pools::v3_pool(&self.chain, f, a, b, fee).await?,
+            _ => None,
+        };
+        self.pools
+            .lock()
+            .expect("not poisoned")
+            .insert(key, (found, Instant::now()));
+        Ok(found)
     }
 
     pub fn chain(&self) -> &Chain {
@@ -173,11 +204,16 @@ impl Valuer {
             };
             return done(amount, Vec::new(), r, 0, 0);
         }
-        let (direct, via) = self.paths(token).await?;
         let mut best: Option<(U256, Vec<Hop>, Readings, u64, u64)> = None;
         // The refusal to report if nothing passes: the deepest candidate's.
         let mut refused: Option<(U256, Refusal)> = None;
-        for group in [direct, via] {
+        for two_hops in [false, true] {
+            // The route through WETH is looked for only when no direct pool passes.
+            let group = if two_hops {
+                self.via_weth(token).await?
+            } else {
+                self.direct(token).await?
+            };
             for path in group {
                 let (hops, read) = match self.read(path, token, amount, block_time).await {
                     Ok(x) => x,
@@ -253,44 +289,47 @@ impl Valuer {
         .into())
     }
 
-    /// The candidate pools for `token`: direct ones, then the two-hop route through WETH.
-    async fn paths(&self, token: Address) -> Result<(Vec<Path>, Vec<Path>), ReadError> {
+    /// The pools pricing `token` directly against USDC: v3 at each fee tier, the v2 pair.
+    async fn direct(&self, token: Address) -> Result<Vec<Path>, ReadError> {
         let n = &self.net;
         let mut direct = Vec::new();
-        let mut via = Vec::new();
-        if let Some(factory) = n.v3_factory {
+        if n.v3_factory.is_some() {
             for fee in &n.fee_tiers {
-                if let Some(p) = pools::v3_pool(&self.chain, factory, token, n.usdc, *fee).await? {
+                if let Some(p) = self.pool(token, n.usdc, *fee).await? {
                     direct.push(Path::V3(p, *fee));
                 }
             }
-            if token != n.weth {
-                let first = self.deepest(factory, token, n.weth, n.weth).await?;
-                let second = self.deepest(factory, n.weth, n.usdc, n.usdc).await?;
-                if let (Some(a), Some(b)) = (first, second) {
-                    via.push(Path::ViaWeth(a, b));
-                }
-            }
         }
-        if let Some(factory) = n.v2_factory
-            && let Some(pair) = pools::v2_pair(&self.chain, factory, token, n.usdc).await?
-        {
+        if let Some(pair) = self.pool(token, n.usdc, 0).await? {
             direct.push(Path::V2(pair));
         }
-        Ok((direct, via))
+        Ok(direct)
+    }
+
+    /// The two-hop route through WETH: the deepest v3 pool of each hop.
+    async fn via_weth(&self, token: Address) -> Result<Vec<Path>, ReadError> {
+        let n = &self.net;
+        if n.v3_factory.is_none() || token == n.weth {
+            return Ok(Vec::new());
+        }
+        let first = self.deepest(token, n.weth, n.weth).await?;
+        let second = self.deepest(n.weth, n.usdc, n.usdc).await?;
+        Ok(match (first, second) {
+            (Some(a), Some(b)) => vec![Path::ViaWeth(a, b)],
+            _ => Vec::new(),
+        })
     }
 
     /// The v3 pool of `a`/`b` holding the most of `measure`, over the configured fee tiers.
     async fn deepest(
         &self,
-        factory: Address,
         a: Address,
         b: Address,
         measure: Address,
     ) -> Result<Option<Address>, ReadError> {
         let mut best: Option<(U256, Address)> = None;
         for fee in &self.net.fee_tiers {
-            if let Some(p) = pools::v3_pool(&self.chain, factory, a, b, *fee).await? {
+            if let Some(p) = self.pool(a, b, *fee).await? {
                 let depth = self.chain.balance_of(measure, p).await?;
                 if best.is_none_or(|(d, _)| depth > d) {
                     best = Some((depth, p));

@@ -81,6 +81,7 @@ confirmations = 2
 max_per_topup = "$500"
 min_per_topup = "$1"
 max_per_account_day = "$2000"
+accept = "any"
 deny = ["{DENIED}"]
 offer = ["{tkn}", "{hop}"]
 quote_ttl_seconds = 120
