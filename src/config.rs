@@ -1072,6 +1072,12 @@ mod tests {
         assert_eq!(c.networks[1].terms.decimals, 18);
         assert_eq!(c.networks[2].terms.max_timeout_seconds, 120);
         assert_eq!(c.upstream.as_deref(), Some("http://127.0.0.1:9000"));
+        assert_eq!(c.topup.len(), 1);
+        let dai: alloy::primitives::Address = "0x50c5725949A6F0c72E6C4a641F24049A917DB0Cb"
+            .parse()
+            .unwrap();
+        assert!(c.topup[0].permits(dai) && c.topup[0].offer == vec![dai]);
+        assert_eq!(c.topup[0].policy.max_impact_bps, 100);
     }
 
     fn from_toml(text: &str) -> Result<Config, String> {
