@@ -14,3 +14,4 @@ mod sign_in;
 mod support;
 mod topup;
 mod topup_http;
+mod topup_record;

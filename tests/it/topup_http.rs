@@ -80,7 +80,7 @@ haircut_bps = 100
 confirmations = 2
 max_per_topup = "$500"
 min_per_topup = "$1"
-max_per_account_day = "$2000"
+max_per_account_day = "$600"
 accept = "any"
 deny = ["{DENIED}"]
 offer = ["{tkn}", "{hop}"]
@@ -660,6 +660,16 @@ async fn an_agent_tops_up_in_other_tokens_both_ways_and_spends_the_credits() {
         .unwrap();
     within_haircut(U256::from(t["credit"].as_u64().unwrap()), router[1]);
     assert_eq!(t["valuation"]["route"]["pools"][0]["version"], 2, "{t}");
+
+    // Past the daily cap ($600: about $160 came in above), a top-up is refused before any
+    // valuation.
+    let r = post(&app, "/top-up", &key, &json!({"credits": "$500"})).await;
+    assert_eq!(
+        (r.status, r.error_code().as_str()),
+        (422, "topup_daily_cap_reached"),
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
 
     // Everything is in the account's view and the ledger, which balances.
     let me = crate::credits::me(&app, &key).await;
