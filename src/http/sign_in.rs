@@ -171,7 +171,7 @@ fn configured_chains(state: &AppState) -> Vec<u64> {
         .collect()
 }
 
-async fn wallet_for_endpoint(
+pub(super) async fn wallet_for_endpoint(
     state: &AppState,
     headers: &HeaderMap,
     path: &str,

@@ -171,14 +171,24 @@ fn no_store(mut resp: Response) -> Response {
     resp
 }
 
-async fn account_of(state: &AppState, headers: &HeaderMap) -> Result<AccountId, ApiError> {
-    let key = bearer(headers).ok_or_else(|| {
-        ApiError::unauthorized(
-            "missing_api_key",
-            "top-ups credit an account: send `Authorization: Bearer <api key>` (sign in with a wallet at POST /accounts/wallet for one)",
-        )
-    })??;
-    Ok(accounts(state)?.authenticate(key).await?)
+/// The account a top-up credits: an API key's, or a wallet's signed in for this very URL (the
+/// account it spends from: its own, or the one it is linked to).
+async fn account_of(
+    state: &AppState,
+    headers: &HeaderMap,
+    path: &str,
+) -> Result<AccountId, ApiError> {
+    if let Some(key) = bearer(headers) {
+        return Ok(accounts(state)?.authenticate(key?).await?);
+    }
+    if headers.contains_key(crate::x402::siwx::HEADER) {
+        let wallet = super::sign_in::wallet_for_endpoint(state, headers, path).await?;
+        return Ok(accounts(state)?.wallet_spends_from(&wallet).await?);
+    }
+    Err(ApiError::unauthorized(
+        "missing_api_key",
+        "top-ups credit an account: send `Authorization: Bearer <api key>`, or a SIGN-IN-WITH-X header signed for this URL",
+    ))
 }
 
 /// The refusal of a top-up that would take the account past its daily cap.
@@ -272,7 +282,7 @@ pub async fn top_up(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let account = account_of(&state, &headers).await?;
+    let account = account_of(&state, &headers, PATH).await?;
     let parsed = strict_body(&state, &body)?;
     let req: TopupBody = serde_json::from_value(parsed).map_err(|e| {
         ApiError::bad_request(
@@ -485,7 +495,7 @@ pub async fn transfer(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let account = account_of(&state, &headers).await?;
+    let account = account_of(&state, &headers, "/top-up/transfer").await?;
     let parsed = strict_body(&state, &body)?;
     let req: TransferBody = serde_json::from_value(parsed).map_err(|e| {
         ApiError::bad_request(

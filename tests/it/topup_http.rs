@@ -331,9 +331,13 @@ async fn quotes_follow_the_real_pools_and_every_guard_refuses_specifically() {
 }
 
 async fn post(app: &TestApp, uri: &str, key: &str, body: &Value) -> Reply {
+    post_as(app, uri, ("authorization", &format!("Bearer {key}")), body).await
+}
+
+async fn post_as(app: &TestApp, uri: &str, auth: (&str, &str), body: &Value) -> Reply {
     let req = Request::post(uri)
         .header("host", HOST)
-        .header("authorization", format!("Bearer {key}"))
+        .header(auth.0, auth.1)
         .header("content-type", "application/json")
         .body(Body::from(body.to_string()))
         .unwrap();
@@ -569,16 +573,44 @@ async fn an_agent_tops_up_in_other_tokens_both_ways_and_spends_the_credits() {
     // Credits nothing: a wallet nobody linked, a transfer elsewhere, an unknown transaction.
     let receipt = rig.send_token(stranger, &tkn, treasury, tokens(10)).await;
     rig.mine(1).await;
-    let r = post(
+    let strangers = json!({"network": "eip155:84532", "tx_hash": receipt["transactionHash"]});
+    let r = post(&app, "/top-up/transfer", &key, &strangers).await;
+    assert_eq!(
+        (r.status, r.error_code().as_str()),
+        (422, "topup_wallet_not_linked")
+    );
+    // Its own wallet, signed in for this URL, is credited to the wallet's account instead.
+    let stranger_signer: PrivateKeySigner = STRANGER_KEY.parse().unwrap();
+    let signed = sign_in(
+        &stranger_signer,
+        &format!("http://{HOST}/top-up/transfer"),
+        |_| {},
+    );
+    let r = post_as(
         &app,
         "/top-up/transfer",
-        &key,
-        &json!({"network": "eip155:84532", "tx_hash": receipt["transactionHash"]}),
+        ("sign-in-with-x", &signed),
+        &strangers,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        r.json()["account"],
+        format!("agent:wallet:{stranger:#x}"),
+        "{}",
+        r.json()
+    );
+    let r = post_as(
+        &app,
+        "/top-up/transfer",
+        ("sign-in-with-x", &signed),
+        &strangers,
     )
     .await;
     assert_eq!(
         (r.status, r.error_code().as_str()),
-        (422, "topup_wallet_not_linked")
+        (401, "siwx_nonce_reused"),
+        "a sign-in is good once"
     );
     let receipt = rig.send_token(agent, &tkn, stranger, tokens(10)).await;
     rig.mine(1).await;
