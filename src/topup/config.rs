@@ -107,25 +107,26 @@ pub struct RawTopup {
 struct KnownDex {
     chain_id: u64,
     weth: &'static str,
-    v2_factory: &'static str,
+    /// Uniswap lists no v2 deployment on Base Sepolia.
+    v2_factory: Option<&'static str>,
     v3_factory: &'static str,
     quoter: &'static str,
 }
 
-/// From Uniswap's deployment docs (v2 and v3 on Base and Base Sepolia); WETH is the OP-stack
-/// predeploy.
+/// From Uniswap's deployment docs (v3 on Base and Base Sepolia, v2 on Base); WETH is the
+/// OP-stack predeploy.
 const KNOWN_DEX: &[KnownDex] = &[
     KnownDex {
         chain_id: 8453,
         weth: "0x4200000000000000000000000000000000000006",
-        v2_factory: "0x8909Dc15e40173Ff4699343b6eB8132c65e18eC6",
+        v2_factory: Some("0x8909Dc15e40173Ff4699343b6eB8132c65e18eC6"),
         v3_factory: "0x33128a8fC17869897dcE68Ed026d694621f6FDfD",
         quoter: "0x3d4e44Eb1374240CE5F1B871ab261CD16335B76a",
     },
     KnownDex {
         chain_id: 84532,
         weth: "0x4200000000000000000000000000000000000006",
-        v2_factory: "0x7Ae58f10f7849cA6F5fB71b7f45CB416c9204b1e",
+        v2_factory: None,
         v3_factory: "0x4752ba5DBc23f44D87826276BF6Fd6b1C372aD24",
         quoter: "0xC5290058841028F1614F3A6F0F5816cAd0df5E27",
     },
@@ -196,7 +197,11 @@ impl RawTopup {
             "usdc",
         )?;
         let weth = required(pick(self.weth, "weth", known.map(|k| k.weth))?, "weth")?;
-        let v2_factory = pick(self.v2_factory, "v2_factory", known.map(|k| k.v2_factory))?;
+        let v2_factory = pick(
+            self.v2_factory,
+            "v2_factory",
+            known.and_then(|k| k.v2_factory),
+        )?;
         let v3_factory = pick(self.v3_factory, "v3_factory", known.map(|k| k.v3_factory))?;
         let quoter = pick(self.quoter, "quoter", known.map(|k| k.quoter))?;
         if v3_factory.is_some() && quoter.is_none() {

@@ -81,35 +81,11 @@ pub async fn v3_readings(
     amount_in: U256,
     window_secs: u32,
 ) -> Result<Readings, ReadError> {
-    let (slot0, token0, fee, observed, depth) = tokio::join!(
-        chain.read(pool, IUniswapV3Pool::slot0Call {}),
-        chain.read(pool, IUniswapV3Pool::token0Call {}),
-        chain.read(pool, IUniswapV3Pool::feeCall {}),
-        chain.try_read(
-            pool,
-            IUniswapV3Pool::observeCall {
-                secondsAgos: vec![window_secs, 0],
-            }
-        ),
+    let (hop, depth) = tokio::join!(
+        v3_hop(chain, pool, token_in, window_secs),
         chain.balance_of(usdc, pool),
     );
-    let zero_for_one = token0? == token_in;
-    let spot_mid =
-        v3::mid_out(amount_in, slot0?.sqrtPriceX96, zero_for_one).ok_or(Refusal::Overflow)?;
-    // `observe` reverts ("OLD") when the oracle does not reach that far back; an outage is an
-    // outage.
-    let observed = observed?.map_err(|_| Refusal::ShortHistory {
-        have_secs: 0,
-        need_secs: u64::from(window_secs),
-    })?;
-    let cum = &observed.tickCumulatives;
-    let (then, now) = (
-        i64::try_from(cum[0]).map_err(|_| Refusal::Overflow)?,
-        i64::try_from(cum[1]).map_err(|_| Refusal::Overflow)?,
-    );
-    let tick = mean_tick(then, now, window_secs).ok_or(Refusal::Overflow)?;
-    let twap_sqrt = v3::sqrt_price_at_tick(tick).ok_or(Refusal::Overflow)?;
-    let twap_mid = v3::mid_out(amount_in, twap_sqrt, zero_for_one).ok_or(Refusal::Overflow)?;
+    let hop = hop?;
     let quoted = chain
         .read(
             quoter,
@@ -118,7 +94,7 @@ pub async fn v3_readings(
                     tokenIn: token_in,
                     tokenOut: usdc,
                     amountIn: amount_in,
-                    fee: U24::from(fee?),
+                    fee: U24::from(hop.fee),
                     sqrtPriceLimitX96: U160::ZERO,
                 },
             },
@@ -127,8 +103,8 @@ pub async fn v3_readings(
         .amountOut;
     Ok(Readings {
         quoted,
-        spot_mid,
-        twap_mid,
+        spot_mid: hop.spot_out(amount_in).ok_or(Refusal::Overflow)?,
+        twap_mid: hop.twap_out(amount_in).ok_or(Refusal::Overflow)?,
         liquidity: depth?,
     })
 }

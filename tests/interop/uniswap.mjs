@@ -167,7 +167,10 @@ function ctx(rpc, key = ANVIL_KEYS[0]) {
   const wallet = walletClientFor(rpc, key);
   const account = privateKeyToAccount(key).address;
   const send = async (address, abi, functionName, args = [], value) => {
-    const hash = await wallet.writeContract({ address, abi, functionName, args, value });
+    // A fixed gas limit, not an estimate: a v3 mint or swap writes an oracle observation only in
+    // a block with a new timestamp, so an estimate made against a block of the same second
+    // comes out short and the transaction runs out of gas (seen under load).
+    const hash = await wallet.writeContract({ address, abi, functionName, args, value, gas: 8_000_000n });
     const receipt = await pub.waitForTransactionReceipt({ hash });
     if (receipt.status !== "success") throw new Error(`${functionName} reverted (${hash})`);
     return receipt;

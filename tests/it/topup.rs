@@ -41,6 +41,22 @@ impl Rig {
         Rig { node, chain, rig }
     }
 
+    /// One large swap on pool `name` (`amount` whole tokens of its first token sold), as a
+    /// manipulator would make.
+    pub(crate) fn push(&self, name: &str, amount: &str) {
+        let pushed = node_script(&[
+            "tests/interop/uniswap.mjs",
+            "push",
+            "--rpc",
+            &self.node.rpc_url(),
+            "--pool",
+            name,
+            "--amount",
+            amount,
+        ]);
+        assert!(pushed.get("after").is_some(), "{pushed}");
+    }
+
     pub(crate) fn addr(&self, pointer: &str) -> Address {
         self.rig
             .pointer(pointer)
@@ -137,17 +153,7 @@ async fn the_valuation_agrees_with_real_uniswap_and_refuses_manipulated_or_overs
 
     // The spot pushed far from the TWAP within the window (a large sell): refused, whatever the
     // amount offered.
-    let pushed = node_script(&[
-        "tests/interop/uniswap.mjs",
-        "push",
-        "--rpc",
-        &rig.node.rpc_url(),
-        "--pool",
-        "v3-TKN-USDC",
-        "--amount",
-        "200000",
-    ]);
-    assert!(pushed.get("after").is_some(), "{pushed}");
+    rig.push("v3-TKN-USDC", "200000");
     let r = rig.readings(tkn(10)).await.unwrap();
     assert_eq!(
         value(&policy(), &r).unwrap_err().code(),

@@ -306,17 +306,7 @@ async fn quotes_follow_the_real_pools_and_every_guard_refuses_specifically() {
 
     // Manipulation: a large sell pushes the v3 spot far from its TWAP within the window; no
     // amount of TKN is credited while it lasts.
-    let pushed = node_script(&[
-        "tests/interop/uniswap.mjs",
-        "push",
-        "--rpc",
-        &rig.node.rpc_url(),
-        "--pool",
-        "v3-TKN-USDC",
-        "--amount",
-        "200000",
-    ]);
-    assert!(pushed.get("after").is_some(), "{pushed}");
+    rig.push("v3-TKN-USDC", "200000");
     for amount in [tokens(1), tokens(100)] {
         let r = quote(&app, &format!("token={tkn}&amount={amount}")).await;
         assert_eq!(
@@ -332,6 +322,12 @@ async fn quotes_follow_the_real_pools_and_every_guard_refuses_specifically() {
 
 async fn post(app: &TestApp, uri: &str, key: &str, body: &Value) -> Reply {
     post_as(app, uri, ("authorization", &format!("Bearer {key}")), body).await
+}
+
+/// `POST /top-up/transfer` of transaction `tx` on the test network, as `key`'s account.
+async fn claim(app: &TestApp, key: &str, tx: Value) -> Reply {
+    let body = json!({"network": "eip155:84532", "tx_hash": tx});
+    post(app, "/top-up/transfer", key, &body).await
 }
 
 async fn post_as(app: &TestApp, uri: &str, auth: (&str, &str), body: &Value) -> Reply {
@@ -614,35 +610,17 @@ async fn an_agent_tops_up_in_other_tokens_both_ways_and_spends_the_credits() {
     );
     let receipt = rig.send_token(agent, &tkn, stranger, tokens(10)).await;
     rig.mine(1).await;
-    let r = post(
-        &app,
-        "/top-up/transfer",
-        &key,
-        &json!({"network": "eip155:84532", "tx_hash": receipt["transactionHash"]}),
-    )
-    .await;
+    let r = claim(&app, &key, json!(receipt["transactionHash"])).await;
     assert_eq!(
         (r.status, r.error_code().as_str()),
         (422, "topup_no_transfer_to_treasury")
     );
-    let r = post(
-        &app,
-        "/top-up/transfer",
-        &key,
-        &json!({"network": "eip155:84532", "tx_hash": format!("0x{}", "ab".repeat(32))}),
-    )
-    .await;
+    let r = claim(&app, &key, json!(format!("0x{}", "ab".repeat(32)))).await;
     assert_eq!(
         (r.status, r.error_code().as_str()),
         (422, "topup_transaction_not_found")
     );
-    let r = post(
-        &app,
-        "/top-up/transfer",
-        &key,
-        &json!({"network": "eip155:84532", "tx_hash": "0x12"}),
-    )
-    .await;
+    let r = claim(&app, &key, json!("0x12")).await;
     assert_eq!(
         (r.status, r.error_code().as_str()),
         (400, "invalid_tx_hash")
@@ -669,13 +647,7 @@ async fn an_agent_tops_up_in_other_tokens_both_ways_and_spends_the_credits() {
     rig.mine(1).await;
     let receipt = rig.send_token(agent, &fee, treasury, tokens(100)).await;
     rig.mine(1).await;
-    let r = post(
-        &app,
-        "/top-up/transfer",
-        &key,
-        &json!({"network": "eip155:84532", "tx_hash": receipt["transactionHash"]}),
-    )
-    .await;
+    let r = claim(&app, &key, json!(receipt["transactionHash"])).await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     let t = r.json()["topups"][0]["topup"].clone();
     assert_eq!(t["amount"], tokens(99).to_string(), "{t}");
