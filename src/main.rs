@@ -2,13 +2,29 @@
 
 #[tokio::main]
 async fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("TARIFF_LOG")
-                .unwrap_or_else(|_| "info,tariff=info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = || {
+        tracing_subscriber::EnvFilter::try_from_env("TARIFF_LOG")
+            .unwrap_or_else(|_| "info,tariff=info".into())
+    };
+    // Logs go to stderr: text for people, or one JSON object per line for a log pipeline, each
+    // carrying the request id of the request it was written for.
+    match std::env::var("TARIFF_LOG_FORMAT").as_deref() {
+        Ok("json") => tracing_subscriber::fmt()
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_env_filter(filter())
+            .with_writer(std::io::stderr)
+            .init(),
+        Ok("text") | Err(_) => tracing_subscriber::fmt()
+            .with_env_filter(filter())
+            .with_writer(std::io::stderr)
+            .init(),
+        Ok(other) => {
+            eprintln!("error: TARIFF_LOG_FORMAT is `{other}`: `text` or `json`");
+            std::process::exit(2);
+        }
+    }
     let cli = tariff::cli::Cli::parse_args();
     match tariff::cli::run(cli).await {
         Ok(code) => std::process::exit(code),

@@ -79,7 +79,7 @@ async fn gateway(state: &AppState, req: Request) -> Result<Response, ApiError> {
         response: None,
     };
     let decision = route.decide(state.rules.env(), &input).map_err(|e| {
-        state.metrics.pricing_errors.inc();
+        state.metrics.pricing_error(&route.id);
         ApiError::internal("pricing_failed", e.to_string(), &e)
     })?;
     let canonical_body = match &parsed {
@@ -99,7 +99,7 @@ async fn gateway(state: &AppState, req: Request) -> Result<Response, ApiError> {
     );
     let (rule, price) = match decision {
         Decision::Free { rule } => {
-            state.metrics.free_served.inc();
+            state.metrics.free_served(&route.id);
             tracing::debug!(route = %route.id, %rule, "free rule");
             return forward(state, &parts, &path, &query_pairs, bytes, &parsed).await;
         }
@@ -130,7 +130,7 @@ async fn gateway(state: &AppState, req: Request) -> Result<Response, ApiError> {
     if price == UsdMicros::ZERO {
         // A rule that computes zero for this request makes it free; an x402 offer of 0 is
         // meaningless and some clients reject it.
-        state.metrics.free_served.inc();
+        state.metrics.free_served(&route.id);
         return forward(state, &parts, &path, &query_pairs, bytes, &parsed).await;
     }
 
@@ -156,13 +156,13 @@ async fn gateway(state: &AppState, req: Request) -> Result<Response, ApiError> {
             crate::quote::IssueError::Store(e) => store_unavailable(state, e),
             other => ApiError::internal("quote_failed", other.to_string(), &other),
         })?;
-    if issued.created {
-        state.metrics.quotes_created.inc();
-        if let Some(stats) = &state.quote_stats {
-            stats.record(&issued.quote);
-        }
-    } else {
-        state.metrics.quotes_reused.inc();
+    state
+        .metrics
+        .quote(&route.id, &issued.quote.rule.rule, issued.created);
+    if issued.created
+        && let Some(stats) = &state.quote_stats
+    {
+        stats.record(&issued.quote);
     }
     let url = resource_url(state, &parts);
     let req = credits::QuotedRequest {
@@ -198,7 +198,7 @@ async fn gateway(state: &AppState, req: Request) -> Result<Response, ApiError> {
 
 /// The quote store failed: fail closed, nothing is served unpriced.
 pub(super) fn store_unavailable(state: &AppState, e: crate::quote::StoreError) -> ApiError {
-    state.metrics.store_errors.inc();
+    state.metrics.store_error();
     tracing::error!(error = %e, "quote store failed");
     ApiError::unavailable(
         "quote_store_unavailable",

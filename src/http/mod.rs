@@ -4,6 +4,7 @@ pub mod credits;
 pub mod demo;
 pub mod error;
 pub mod gateway;
+pub mod metrics;
 pub mod ops;
 pub mod paid;
 pub mod payment_required;
@@ -17,7 +18,12 @@ use std::ops::Deref;
 use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use axum::middleware::{self, Next};
+use axum::response::Response;
 use axum::routing::{get, post};
+use tracing::Instrument;
 
 use crate::accounts::Accounts;
 use crate::config::Config;
@@ -48,7 +54,7 @@ pub struct StateInner {
     pub signups: rate_limit::TokenBucket,
     /// Top-up valuers, per network with `[[topup]]` configured.
     pub topup: topup::Valuers,
-    pub metrics: ops::Metrics,
+    pub metrics: metrics::Metrics,
 }
 
 impl AppState {
@@ -78,5 +84,46 @@ pub fn app(state: AppState) -> Router {
         .route("/top-up/quote", get(topup::quote))
         .route("/top-up/transfer", post(topup::transfer))
         .fallback(gateway::handle)
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
+}
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// A caller's request id worth keeping (a proxy's, say): short and plain.
+fn incoming_request_id(headers: &HeaderMap) -> Option<String> {
+    let v = headers.get(&REQUEST_ID)?.to_str().ok()?;
+    let plain = (1..=64).contains(&v.len())
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    plain.then(|| v.to_string())
+}
+
+/// Every answer: a request id (the caller's, or a fresh one) on every log line written while
+/// answering and in `X-Request-Id`, and its latency in the histogram, by handler and status.
+async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let handler = req.extensions().get::<MatchedPath>().cloned();
+    let id = incoming_request_id(req.headers())
+        .unwrap_or_else(|| format!("{:016x}", rand::random::<u64>()));
+    let span = tracing::info_span!("request", request_id = %id);
+    let mut resp = next.run(req).instrument(span.clone()).await;
+    let elapsed = started.elapsed();
+    let handler = handler.as_ref().map_or("gateway", |p| p.as_str());
+    let status = resp.status().as_u16();
+    state
+        .metrics
+        .observe(handler, status, elapsed.as_secs_f64());
+    span.in_scope(|| {
+        tracing::debug!(
+            handler,
+            status,
+            micros = elapsed.as_micros() as u64,
+            "answered"
+        )
+    });
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert(REQUEST_ID, v);
+    }
+    resp
 }

@@ -14,6 +14,7 @@ use serde_json::Value;
 use super::AppState;
 use super::credits::{QuotedRequest, actual_price};
 use super::error::ApiError;
+use super::metrics::PaymentOutcome;
 use super::payment_required::{self, v1_requirement_json, v2_requirement};
 use crate::payment::idempotency::{StoredAnswer, Taken};
 use crate::payment::matching::{self, Advertised};
@@ -256,9 +257,12 @@ async fn pay(
 ) -> Result<Response, ApiError> {
     // Refusals before any settlement: the quote's 402 with the reason; anything else (a
     // malformed header, an outage, a race) is an ApiError.
+    let network = decoded.network();
     let refuse = |e: PaymentError| {
         if e.is_refusal() {
-            state.metrics.payments_refused.inc();
+            state
+                .metrics
+                .payment(&network, PaymentOutcome::Refused, e.code());
             Ok(refused(&req, quote, &e, None))
         } else {
             Err(ApiError::from(e))
@@ -292,7 +296,7 @@ async fn pay(
                 Ok(c) => c,
                 Err(u) => return settle_failed(state, &req, quote, u),
             };
-            state.metrics.payments_settled.inc();
+            settled(state, &credited);
             let answer = state
                 .upstream
                 .forward(req.parts, req.path, req.query, bytes, json)
@@ -361,12 +365,18 @@ async fn pay(
                 // The answer is withheld: it was not paid for.
                 Err(u) => return settle_failed(state, &req, quote, u),
             };
-            state.metrics.payments_settled.inc();
+            settled(state, &credited);
             let mut resp = Response::from_parts(parts, Body::from(body));
             insert_success(resp.headers_mut(), &credited);
             Ok(resp)
         }
     }
+}
+
+fn settled(state: &AppState, c: &Credited) {
+    state
+        .metrics
+        .payment(c.summary().network.as_str(), PaymentOutcome::Settled, "");
 }
 
 fn settle_failed(
@@ -375,7 +385,11 @@ fn settle_failed(
     quote: &Quote,
     u: Unsettled,
 ) -> Result<Response, ApiError> {
-    state.metrics.settlement_failures.inc();
+    state.metrics.payment(
+        u.summary.network.as_str(),
+        PaymentOutcome::Failed,
+        u.error.code(),
+    );
     if u.error.is_refusal() {
         Ok(refused(req, quote, &u.error, Some(&u.summary)))
     } else {

@@ -21,6 +21,7 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::credits::{accounts, bearer};
 use super::error::ApiError;
+use super::metrics::PaymentOutcome;
 use super::paid::payment_header;
 use super::payment_required::{self, v1_requirement_json, v2_requirement};
 use crate::ledger::AccountId;
@@ -336,7 +337,9 @@ pub async fn top_up(
     };
     let refuse = |e: PaymentError| -> Result<Response, ApiError> {
         if e.is_refusal() {
-            state.metrics.payments_refused.inc();
+            state
+                .metrics
+                .payment(v.net.network.as_str(), PaymentOutcome::Refused, e.code());
             Ok(payment_required::render_refused(
                 &quote,
                 topup_route(),
@@ -370,11 +373,19 @@ pub async fn top_up(
     let credited = match payments.clone().settle_and_credit(claimed).await {
         Ok(c) => c,
         Err(u) => {
-            state.metrics.settlement_failures.inc();
+            state.metrics.payment(
+                u.summary.network.as_str(),
+                PaymentOutcome::Failed,
+                u.error.code(),
+            );
             return refuse(u.error);
         }
     };
-    state.metrics.payments_settled.inc();
+    let network = credited.summary().network;
+    state
+        .metrics
+        .payment(network.as_str(), PaymentOutcome::Settled, "");
+    state.metrics.topup(network.as_str(), "x402");
     let row = payments
         .topups()
         .get(&TopupRow::x402_id(credited.id().as_str()))
@@ -546,7 +557,10 @@ pub async fn transfer(
         match outcome {
             Ok(booked) => {
                 let status = match &booked {
-                    Booked::Credited(_) => "credited",
+                    Booked::Credited(_) => {
+                        state.metrics.topup(v.net.network.as_str(), "transfer");
+                        "credited"
+                    }
                     Booked::Already(_) => "already_credited",
                 };
                 results.push(json!({ "status": status, "topup": booked.row() }));

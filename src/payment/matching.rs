@@ -52,6 +52,14 @@ impl Decoded {
         h.finalize().to_hex().to_string()
     }
 
+    /// The network the payment says it pays on (for metrics; matching checks it).
+    pub fn network(&self) -> String {
+        match &self.payload {
+            x402::AnyPaymentPayload::V1(p) => p.network.to_string(),
+            x402::AnyPaymentPayload::V2(p) => p.accepted.network.to_string(),
+        }
+    }
+
     /// The scheme-specific `payload` as sent.
     pub fn scheme_payload(&self) -> &Value {
         match &self.payload {

@@ -192,3 +192,57 @@ async fn ledger_grant_and_check_from_the_command_line() {
         "{out}"
     );
 }
+
+/// `tariff serve` with `TARIFF_LOG_FORMAT=json`: every line is a JSON object, and the lines
+/// written while answering a request carry the id sent back in `X-Request-Id`.
+#[tokio::test]
+async fn json_logs_carry_the_request_id() {
+    let dir = TempDir::new("json-logs");
+    let port = crate::support::free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tariff"))
+        .arg("serve")
+        .current_dir(dir.path())
+        .env_remove("TARIFF_CONFIG")
+        .env("TARIFF_RULES", repo_rules())
+        .env("TARIFF_LISTEN", format!("127.0.0.1:{port}"))
+        .env("TARIFF_LOG", "info,tariff=debug")
+        .env("TARIFF_LOG_FORMAT", "json")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}/search?q=json+logs");
+    let client = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let resp = loop {
+        match client.get(&url).send().await {
+            Ok(r) => break r,
+            Err(_) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await
+            }
+            Err(e) => panic!("tariff serve did not answer: {e}"),
+        }
+    };
+    assert_eq!(resp.status(), 402);
+    let id = resp.headers()["x-request-id"].to_str().unwrap().to_string();
+    // Give the log line its moment, then stop the server and read everything it wrote.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let answered = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "answered" && l["span"]["request_id"] == id)
+        .unwrap_or_else(|| panic!("no line for request {id}: {text}"));
+    assert_eq!(answered["fields"]["status"], 402, "{answered}");
+    assert_eq!(answered["fields"]["handler"], "gateway", "{answered}");
+
+    // Anything but text or json is refused.
+    let (code, _, err) = tariff_env(&["rules", "check"], &[("TARIFF_LOG_FORMAT", "xml")]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("TARIFF_LOG_FORMAT"), "{err}");
+}

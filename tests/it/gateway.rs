@@ -182,7 +182,7 @@ async fn bad_requests_get_specific_errors() {
         assert_eq!(reply.header("cache-control").as_deref(), Some("no-store"));
     }
     // None of them created a quote.
-    assert_eq!(app.state.metrics.quotes_created.get(), 0);
+    assert_eq!(app.state.metrics.total("tariff_quotes_total", None), 0);
 }
 
 #[tokio::test]
@@ -218,17 +218,88 @@ async fn health_ready_and_metrics() {
     let ready = app.get("/ready").await;
     assert_eq!(ready.status, 200);
     assert_eq!(ready.json()["quote_store"], "memory");
-    app.get("/search?q=one").await;
-    app.get("/search?q=one").await;
-    let metrics = String::from_utf8(app.get("/metrics").await.body).unwrap();
+    let first = app.get("/search?q=one").await;
+    let second = app.get("/search?q=one").await;
+    let (a, b) = (first.header("x-request-id"), second.header("x-request-id"));
     assert!(
-        metrics.contains("tariff_quotes_created_total 1"),
-        "{metrics}"
+        a.is_some() && a != b,
+        "a fresh request id each: {a:?} {b:?}"
+    );
+    // A caller's own id is kept when it is plain, replaced when it is not.
+    let kept = app
+        .send(
+            Request::get("/health")
+                .header("x-request-id", "lb-7f3a.1")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(kept.headers()["x-request-id"], "lb-7f3a.1");
+    let replaced = app
+        .send(
+            Request::get("/health")
+                .header("x-request-id", "a b<script>")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_ne!(replaced.headers()["x-request-id"], "a b<script>");
+
+    // /metrics read back by an independent Prometheus text-format parser.
+    let reply = app.get("/metrics").await;
+    assert_eq!(
+        reply.header("content-type").as_deref(),
+        Some("text/plain; version=0.0.4")
+    );
+    let text = String::from_utf8(reply.body).unwrap();
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+        .unwrap_or_else(|e| panic!("{e}: {text}"));
+    let value = |metric: &str, labels: &[(&str, &str)]| -> f64 {
+        scrape
+            .samples
+            .iter()
+            .filter(|s| s.metric == metric)
+            .filter(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+            .map(|s| match &s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => *v,
+                prometheus_parse::Value::Histogram(buckets) => {
+                    buckets.iter().map(|b| b.count).fold(0.0, f64::max)
+                }
+                prometheus_parse::Value::Summary(_) => 0.0,
+            })
+            .sum()
+    };
+    let search = [("route", "search")];
+    assert_eq!(
+        value("tariff_quotes_total", &[search[0], ("outcome", "created")]),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        value("tariff_quotes_total", &[search[0], ("outcome", "reused")]),
+        1.0,
+        "{text}"
+    );
+    // Both 402s are in the latency histogram of the priced routes; the health checks in theirs.
+    // A histogram's count, however the parser files it (as buckets, or as `_count`).
+    let count = |labels: &[(&str, &str)]| {
+        f64::max(
+            value("tariff_http_request_duration_seconds", labels),
+            value("tariff_http_request_duration_seconds_count", labels),
+        )
+    };
+    assert_eq!(
+        count(&[("handler", "gateway"), ("status", "402")]),
+        2.0,
+        "{text}"
     );
     assert!(
-        metrics.contains("tariff_quotes_reused_total 1"),
-        "{metrics}"
+        count(&[("handler", "/health"), ("status", "200")]) >= 3.0,
+        "{text}"
     );
+    assert!(value("tariff_rules_generation", &[]) >= 1.0, "{text}");
 }
 
 #[tokio::test]

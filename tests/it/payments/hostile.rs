@@ -514,12 +514,13 @@ async fn hostile_payments_are_refused_precisely_and_move_nothing() {
         failures.join("\n")
     );
     let refusals = table.iter().filter(|c| c.status == 402).count() as u64;
-    assert_eq!(app.state.metrics.payments_refused.get(), refusals);
-    assert_eq!(
-        app.state.metrics.payments_settled.get(),
-        1,
-        "only the baseline"
-    );
+    let payments = |outcome| {
+        app.state
+            .metrics
+            .total("tariff_payments_total", Some(("outcome", outcome)))
+    };
+    assert_eq!(payments("refused"), refusals);
+    assert_eq!(payments("settled"), 1, "only the baseline");
 
     assert_eq!(
         chain.balance(&payer_hex).await,

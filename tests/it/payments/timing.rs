@@ -385,5 +385,10 @@ async fn a_settlement_that_fails_answers_402_with_the_failure_and_serves_nothing
         .await
         .unwrap();
     assert_eq!(rows[0].status, Status::Failed);
-    assert_eq!(app.state.metrics.settlement_failures.get(), 1);
+    assert_eq!(
+        app.state
+            .metrics
+            .total("tariff_payments_total", Some(("outcome", "failed"))),
+        1
+    );
 }
