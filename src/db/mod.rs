@@ -10,7 +10,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 
-pub use quote_stats::{QuoteStats, StatRow};
+pub use quote_stats::{PaidVia, QuoteStats, RuleFigures, StatRow};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {

@@ -1,6 +1,7 @@
 //! Quote statistics: counts per (minute, route, rule), kept in memory on the request path and
 //! added to the database periodically (see `migrations/*/0001_quote_stats.sql` for why quotes
-//! are counted rather than stored one by one).
+//! are counted rather than stored one by one); and, the same way, what each rule earned
+//! (`rule_revenue`: requests charged and their amount, on chain or from credits).
 //!
 //! The hot path only takes a short lock and bumps two integers. A flush moves the pending counts
 //! out and upserts them in one transaction; if it fails, the counts are merged back and retried
@@ -14,7 +15,8 @@ use std::time::Duration;
 use sqlx::QueryBuilder;
 
 use super::{Db, DbError};
-use crate::quote::Quote;
+use crate::money::UsdMicros;
+use crate::quote::{Quote, RuleRef};
 use crate::time::UnixMillis;
 
 const BUCKET_MS: u64 = 60_000;
@@ -42,16 +44,53 @@ pub struct StatRow {
     pub quoted_usd_micros: i64,
 }
 
+/// How a charged request was paid.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PaidVia {
+    OnChain,
+    Credits,
+}
+
+impl PaidVia {
+    fn as_str(self) -> &'static str {
+        match self {
+            PaidVia::OnChain => "onchain",
+            PaidVia::Credits => "credits",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct PaidKey {
+    key: Key,
+    via: PaidVia,
+}
+
 #[derive(Clone)]
 pub struct QuoteStats {
     pending: Arc<Mutex<HashMap<Key, Counts>>>,
+    paid: Arc<Mutex<HashMap<PaidKey, Counts>>>,
     db: Db,
+}
+
+/// Per rule, over a window: quotes issued and what was asked, requests charged and earned.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RuleFigures {
+    pub route: String,
+    pub rule: String,
+    pub quotes: i64,
+    pub quoted_usd_micros: i64,
+    pub paid_onchain: i64,
+    pub paid_credits: i64,
+    pub revenue_onchain_usd_micros: i64,
+    pub revenue_credits_usd_micros: i64,
 }
 
 impl QuoteStats {
     pub fn new(db: Db) -> Self {
         QuoteStats {
             pending: Arc::default(),
+            paid: Arc::default(),
             db,
         }
     }
@@ -78,20 +117,39 @@ impl QuoteStats {
         c.usd_micros = c.usd_micros.saturating_add(q.price.0);
     }
 
+    /// Counts a charged request of `rule` (at `at`), paid `via` chain or credits.
+    pub fn record_paid(&self, rule: &RuleRef, at: UnixMillis, amount: UsdMicros, via: PaidVia) {
+        let key = PaidKey {
+            key: Key {
+                bucket_start_ms: bucket_of(at),
+                route: rule.route.clone(),
+                rule: rule.rule.clone(),
+            },
+            via,
+        };
+        let mut paid = self.paid.lock().unwrap_or_else(|p| p.into_inner());
+        let c = paid.entry(key).or_default();
+        c.quotes += 1;
+        c.usd_micros = c.usd_micros.saturating_add(amount.0);
+    }
+
     /// Writes the pending counts now. On failure they are kept for the next flush.
     pub async fn flush(&self) -> Result<(), DbError> {
         let batch: Vec<(Key, Counts)> = std::mem::take(&mut *self.lock()).into_iter().collect();
-        if batch.is_empty() {
+        let paid: Vec<(PaidKey, Counts)> =
+            std::mem::take(&mut *self.paid.lock().unwrap_or_else(|p| p.into_inner()))
+                .into_iter()
+                .collect();
+        if batch.is_empty() && paid.is_empty() {
             return Ok(());
         }
-        let result = upsert(&self.db, &batch).await;
+        let result = upsert(&self.db, &batch, &paid).await;
         if result.is_err() {
-            let mut pending = self.lock();
-            for (k, c) in batch {
-                let slot = pending.entry(k).or_default();
-                slot.quotes += c.quotes;
-                slot.usd_micros = slot.usd_micros.saturating_add(c.usd_micros);
-            }
+            merge(&mut self.lock(), batch);
+            merge(
+                &mut self.paid.lock().unwrap_or_else(|p| p.into_inner()),
+                paid,
+            );
         }
         result
     }
@@ -109,6 +167,15 @@ impl QuoteStats {
                 }
             }
         })
+    }
+}
+
+/// Puts counts that could not be written back with the ones gathered since.
+fn merge<K: std::hash::Hash + Eq>(into: &mut HashMap<K, Counts>, batch: Vec<(K, Counts)>) {
+    for (k, c) in batch {
+        let slot = into.entry(k).or_default();
+        slot.quotes += c.quotes;
+        slot.usd_micros = slot.usd_micros.saturating_add(c.usd_micros);
     }
 }
 
@@ -142,28 +209,99 @@ const UPSERT_TAIL: &str = " ON CONFLICT (bucket_start_ms, route, rule) DO UPDATE
 /// Bind parameters per statement are limited (SQLite: 32766), so large batches are chunked.
 const ROWS_PER_STATEMENT: usize = 1000;
 
-async fn upsert(db: &Db, rows: &[(Key, Counts)]) -> Result<(), DbError> {
+macro_rules! push_paid_rows {
+    ($qb:expr, $rows:expr) => {{
+        $qb.push_values($rows, |mut b, (k, c)| {
+            b.push_bind(i64_of(k.key.bucket_start_ms))
+                .push_bind(k.key.route.clone())
+                .push_bind(k.key.rule.clone())
+                .push_bind(k.via.as_str())
+                .push_bind(i64_of(c.quotes))
+                .push_bind(i64_of(c.usd_micros));
+        });
+        $qb.push(PAID_UPSERT_TAIL);
+    }};
+}
+
+const PAID_INSERT_HEAD: &str =
+    "INSERT INTO rule_revenue (bucket_start_ms, route, rule, source, requests, usd_micros) ";
+const PAID_UPSERT_TAIL: &str = " ON CONFLICT (bucket_start_ms, route, rule, source) DO UPDATE SET \
+     requests = rule_revenue.requests + excluded.requests, \
+     usd_micros = rule_revenue.usd_micros + excluded.usd_micros";
+
+/// Both tables in one transaction.
+macro_rules! upsert_on {
+    ($pool:expr, $db:ty, $rows:expr, $paid:expr) => {{
+        let mut tx = $pool.begin().await?;
+        for chunk in $rows.chunks(ROWS_PER_STATEMENT) {
+            let mut qb = QueryBuilder::<$db>::new(INSERT_HEAD);
+            push_rows!(qb, chunk);
+            qb.build().execute(&mut *tx).await?;
+        }
+        for chunk in $paid.chunks(ROWS_PER_STATEMENT) {
+            let mut qb = QueryBuilder::<$db>::new(PAID_INSERT_HEAD);
+            push_paid_rows!(qb, chunk);
+            qb.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+    }};
+}
+
+async fn upsert(
+    db: &Db,
+    rows: &[(Key, Counts)],
+    paid: &[(PaidKey, Counts)],
+) -> Result<(), DbError> {
     match db {
-        Db::Postgres(p) => {
-            let mut tx = p.begin().await?;
-            for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-                let mut qb = QueryBuilder::<sqlx::Postgres>::new(INSERT_HEAD);
-                push_rows!(qb, chunk);
-                qb.build().execute(&mut *tx).await?;
-            }
-            tx.commit().await?;
-        }
-        Db::Sqlite(p) => {
-            let mut tx = p.begin().await?;
-            for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-                let mut qb = QueryBuilder::<sqlx::Sqlite>::new(INSERT_HEAD);
-                push_rows!(qb, chunk);
-                qb.build().execute(&mut *tx).await?;
-            }
-            tx.commit().await?;
-        }
+        Db::Postgres(p) => upsert_on!(p, sqlx::Postgres, rows, paid),
+        Db::Sqlite(p) => upsert_on!(p, sqlx::Sqlite, rows, paid),
     }
     Ok(())
+}
+
+/// Per route and rule, from `since_ms` on: quotes, what they asked, requests charged and
+/// earned (on chain and from credits). Rules with neither quotes nor revenue are absent.
+pub async fn rule_figures(db: &Db, since_ms: i64) -> Result<Vec<RuleFigures>, DbError> {
+    const QUOTES: &str = "SELECT route, rule, CAST(SUM(quotes) AS BIGINT), \
+         CAST(SUM(quoted_usd_micros) AS BIGINT) FROM quote_stats WHERE bucket_start_ms >= $1 \
+         GROUP BY route, rule";
+    const PAID: &str = "SELECT route, rule, source, CAST(SUM(requests) AS BIGINT), \
+         CAST(SUM(usd_micros) AS BIGINT) FROM rule_revenue WHERE bucket_start_ms >= $1 \
+         GROUP BY route, rule, source";
+    let quotes: Vec<(String, String, i64, i64)> =
+        super::on_pool!(db, p => sqlx::query_as(QUOTES).bind(since_ms).fetch_all(p).await?);
+    let paid: Vec<(String, String, String, i64, i64)> =
+        super::on_pool!(db, p => sqlx::query_as(PAID).bind(since_ms).fetch_all(p).await?);
+    let mut by_rule: std::collections::BTreeMap<(String, String), RuleFigures> = Default::default();
+    fn slot(
+        by_rule: &mut std::collections::BTreeMap<(String, String), RuleFigures>,
+        route: String,
+        rule: String,
+    ) -> &mut RuleFigures {
+        by_rule
+            .entry((route.clone(), rule.clone()))
+            .or_insert_with(|| RuleFigures {
+                route,
+                rule,
+                ..RuleFigures::default()
+            })
+    }
+    for (route, rule, n, usd) in quotes {
+        let f = slot(&mut by_rule, route, rule);
+        f.quotes = n;
+        f.quoted_usd_micros = usd;
+    }
+    for (route, rule, source, n, usd) in paid {
+        let f = slot(&mut by_rule, route, rule);
+        if source == PaidVia::OnChain.as_str() {
+            f.paid_onchain = n;
+            f.revenue_onchain_usd_micros = usd;
+        } else {
+            f.paid_credits = n;
+            f.revenue_credits_usd_micros = usd;
+        }
+    }
+    Ok(by_rule.into_values().collect())
 }
 
 type RowTuple = (i64, String, String, i64, i64);

@@ -177,6 +177,14 @@ pub async fn serve_with_credits(
             return Err(e.into());
         }
     };
+    if let Some(stats) = &state.quote_stats {
+        stats.record_paid(
+            &quote.rule,
+            state.quotes.clock.now(),
+            posted.amount,
+            crate::db::PaidVia::Credits,
+        );
+    }
     let balance = ledger.balance(&account).await?;
     let receipt = json!({
         "transfer": posted.id.as_str(),
@@ -384,7 +392,7 @@ pub async fn grant(
     .into_response())
 }
 
-fn check_admin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+pub(super) fn check_admin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(expected) = &state.config.admin_token else {
         return Err(ApiError::not_found(
             "admin_disabled",

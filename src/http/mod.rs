@@ -1,5 +1,6 @@
 //! HTTP: axum routes. `app(state)` is the one router, used by `main` and by the tests.
 
+pub mod admin;
 pub mod credits;
 pub mod demo;
 pub mod error;
@@ -80,6 +81,7 @@ pub fn app(state: AppState) -> Router {
         .route("/accounts/wallet", post(sign_in::wallet_key))
         .route("/accounts/me/wallets", post(sign_in::link_wallet))
         .route("/admin/credits", post(credits::grant))
+        .route("/admin/rules", get(admin::rules))
         .route("/top-up", post(topup::top_up))
         .route("/top-up/quote", get(topup::quote))
         .route("/top-up/transfer", post(topup::transfer))

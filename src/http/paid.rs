@@ -322,6 +322,7 @@ async fn pay(
                     return Ok(r);
                 }
             };
+            earned(state, quote, &credited);
             insert_success(resp.headers_mut(), &credited);
             Ok(resp)
         }
@@ -366,10 +367,23 @@ async fn pay(
                 Err(u) => return settle_failed(state, &req, quote, u),
             };
             settled(state, &credited);
+            earned(state, quote, &credited);
             let mut resp = Response::from_parts(parts, Body::from(body));
             insert_success(resp.headers_mut(), &credited);
             Ok(resp)
         }
+    }
+}
+
+/// A paid request served: what its rule earned, for the operator's figures.
+fn earned(state: &AppState, quote: &Quote, c: &Credited) {
+    if let Some(stats) = &state.quote_stats {
+        stats.record_paid(
+            &quote.rule,
+            state.quotes.clock.now(),
+            c.price(),
+            crate::db::PaidVia::OnChain,
+        );
     }
 }
 

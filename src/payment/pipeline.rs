@@ -121,6 +121,11 @@ impl Credited {
         &self.tx
     }
 
+    /// What the ledger booked for it: the quote's price, or an `upto` payment's charge.
+    pub fn price(&self) -> UsdMicros {
+        self.matched.price
+    }
+
     /// Base units settled, for a partial (`upto`) payment: what its payment response names.
     pub fn settled_amount(&self) -> Option<String> {
         self.matched

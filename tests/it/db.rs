@@ -107,6 +107,86 @@ async fn stats_count_per_minute_and_rule_and_add_up_across_flushes_and_instances
 }
 
 #[tokio::test]
+async fn revenue_per_rule_adds_up_across_instances_and_sources() {
+    use tariff::db::{PaidVia, RuleFigures};
+    for b in backends().await {
+        let name = b.db.backend_name();
+        let (a, c) = (QuoteStats::new(b.db.clone()), QuoteStats::new(b.db.clone()));
+        let simple = RuleRef {
+            route: "search".into(),
+            rule: "simple".into(),
+        };
+        a.record(&quote("search", "simple", 20_000, 60_000));
+        a.record(&quote("search", "simple", 20_000, 61_000));
+        c.record(&quote("search", "simple", 20_000, 62_000));
+        a.record_paid(
+            &simple,
+            UnixMillis(61_500),
+            UsdMicros(20_000),
+            PaidVia::OnChain,
+        );
+        c.record_paid(
+            &simple,
+            UnixMillis(125_000),
+            UsdMicros(15_000),
+            PaidVia::Credits,
+        );
+        c.record_paid(
+            &simple,
+            UnixMillis(126_000),
+            UsdMicros(20_000),
+            PaidVia::Credits,
+        );
+        // Revenue of a rule whose quote was counted elsewhere (or earlier) stands alone.
+        let gone = RuleRef {
+            route: "old".into(),
+            rule: "renamed".into(),
+        };
+        a.record_paid(&gone, UnixMillis(65_000), UsdMicros(5), PaidVia::OnChain);
+        a.flush().await.unwrap();
+        c.flush().await.unwrap();
+        let figures = quote_stats::rule_figures(&b.db, 0).await.unwrap();
+        assert_eq!(
+            figures,
+            vec![
+                RuleFigures {
+                    route: "old".into(),
+                    rule: "renamed".into(),
+                    paid_onchain: 1,
+                    revenue_onchain_usd_micros: 5,
+                    ..RuleFigures::default()
+                },
+                RuleFigures {
+                    route: "search".into(),
+                    rule: "simple".into(),
+                    quotes: 3,
+                    quoted_usd_micros: 60_000,
+                    paid_onchain: 1,
+                    paid_credits: 2,
+                    revenue_onchain_usd_micros: 20_000,
+                    revenue_credits_usd_micros: 35_000,
+                },
+            ],
+            "{name}"
+        );
+        // The window starts at a minute: the credits of minute 2 only.
+        let later = quote_stats::rule_figures(&b.db, 120_000).await.unwrap();
+        assert_eq!(later.len(), 1, "{name}");
+        assert_eq!((later[0].quotes, later[0].paid_credits), (0, 2), "{name}");
+        for sql in [
+            "INSERT INTO rule_revenue VALUES (60000, 'r', 'x', 'cash', 1, 1)",
+            "INSERT INTO rule_revenue VALUES (60000, 'r', 'x', 'credits', 0, 1)",
+            "INSERT INTO rule_revenue VALUES (60001, 'r', 'x', 'credits', 1, 1)",
+        ] {
+            assert!(
+                crate::ledger::raw(&b.db, sql).await.is_err(),
+                "{name}: {sql}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
 async fn constraints_refuse_bad_rows() {
     for b in backends().await {
         let name = b.db.backend_name();

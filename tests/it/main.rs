@@ -1,3 +1,4 @@
+mod admin;
 mod chain_rig;
 mod cli;
 mod credits;
