@@ -379,7 +379,7 @@ pub async fn grant(
     headers: HeaderMap,
     Json(req): Json<GrantRequest>,
 ) -> Result<Response, ApiError> {
-    check_admin(&state, &headers)?;
+    check_admin_write(&state, &headers)?;
     let account = AccountId::new(req.account)?;
     let (t, balance) = accounts(&state)?
         .adjust(&req.id, account.clone(), req.amount, req.reason)
@@ -392,7 +392,34 @@ pub async fn grant(
     .into_response())
 }
 
+/// The admin token as a bearer, or a console session (a browser reading the JSON API).
 pub(super) fn check_admin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    if bearer(headers).is_none() && super::console::session_of(state, headers).is_some() {
+        return Ok(());
+    }
+    check_admin_token(state, headers)
+}
+
+/// For a call that changes something: the admin token, or a console session that also sends
+/// its form token in `X-CSRF-Token` (a cookie alone could be another site's doing).
+pub(super) fn check_admin_write(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    if bearer(headers).is_none()
+        && let Some(s) = super::console::session_of(state, headers)
+    {
+        let sent = headers.get("x-csrf-token").and_then(|v| v.to_str().ok());
+        return match sent {
+            Some(t) if super::console::session::same_token(t, &s.csrf) => Ok(()),
+            _ => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "csrf_token_invalid",
+                "a console session must send its form token in X-CSRF-Token",
+            )),
+        };
+    }
+    check_admin_token(state, headers)
+}
+
+fn check_admin_token(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(expected) = &state.config.admin_token else {
         return Err(ApiError::not_found(
             "admin_disabled",

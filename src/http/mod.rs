@@ -1,6 +1,7 @@
 //! HTTP: axum routes. `app(state)` is the one router, used by `main` and by the tests.
 
 pub mod admin;
+pub mod console;
 pub mod credits;
 pub mod demo;
 pub mod error;
@@ -82,6 +83,12 @@ pub fn app(state: AppState) -> Router {
         .route("/accounts/me/wallets", post(sign_in::link_wallet))
         .route("/admin/credits", post(credits::grant))
         .route("/admin/rules", get(admin::rules))
+        .route("/console", get(console::overview))
+        .route(
+            "/console/login",
+            get(console::login_form).post(console::login),
+        )
+        .route("/console/logout", post(console::logout))
         .route("/top-up", post(topup::top_up))
         .route("/top-up/quote", get(topup::quote))
         .route("/top-up/transfer", post(topup::transfer))

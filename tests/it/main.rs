@@ -1,6 +1,7 @@
 mod admin;
 mod chain_rig;
 mod cli;
+mod console;
 mod credits;
 mod db;
 mod gateway;

@@ -1,0 +1,218 @@
+//! The console's HTML: escaped text, one inline stylesheet, SVG charts drawn with integers.
+
+use std::fmt::Write;
+
+use super::session::Session;
+use crate::db::RuleFigures;
+use crate::money::UsdMicros;
+
+/// Text for an HTML body or a quoted attribute.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+const STYLE: &str = "body{font:14px/1.4 system-ui,sans-serif;margin:0;color:#1d232a;background:#f6f7f9}\
+header{background:#1d232a;color:#fff;padding:10px 24px;display:flex;gap:24px;align-items:center}\
+header b{font-size:16px}main{padding:24px;max-width:1100px}\
+table{border-collapse:collapse;background:#fff;width:100%}th,td{padding:6px 10px;border-bottom:1px solid #e3e6ea;text-align:right}\
+th:first-child,td:first-child,th:nth-child(2),td:nth-child(2){text-align:left}\
+.cards{display:flex;gap:16px;margin-bottom:24px}.card{background:#fff;padding:12px 18px;border-radius:6px;min-width:150px}\
+.card span{display:block;color:#5b6570;font-size:12px}.card b{font-size:20px}\
+.err{background:#fdecea;color:#8a1c12;padding:8px 12px;border-radius:6px}\
+form.inline{display:inline}button{cursor:pointer}";
+
+fn layout(title: &str, session: Option<&Session>, body: &str) -> String {
+    let logout = match session {
+        Some(s) => format!(
+            "<form class=inline method=post action=/console/logout>\
+             <input type=hidden name=csrf value=\"{}\"><button>Log out</button></form>",
+            escape(&s.csrf)
+        ),
+        None => String::new(),
+    };
+    format!(
+        "<!doctype html><html lang=en><head><meta charset=utf-8>\
+         <title>{title} · Tariff</title><style>{STYLE}</style></head>\
+         <body><header><b>Tariff</b><span>{title}</span><span style=\"flex:1\"></span>{logout}</header>\
+         <main>{body}</main></body></html>",
+        title = escape(title),
+    )
+}
+
+pub fn login(nonce: &str, error: Option<&str>) -> String {
+    let error = error
+        .map(|e| format!("<p class=err role=alert>{}</p>", escape(e)))
+        .unwrap_or_default();
+    layout(
+        "Log in",
+        None,
+        &format!(
+            "{error}<form method=post action=/console/login>\
+             <input type=hidden name=csrf value=\"{}\">\
+             <p><label>Admin token<br><input type=password name=token autocomplete=off size=48 autofocus></label></p>\
+             <p><button>Log in</button></p></form>",
+            escape(nonce)
+        ),
+    )
+}
+
+pub fn message(title: &str, text: &str) -> String {
+    layout(
+        title,
+        None,
+        &format!("<p class=err role=alert>{}</p>", escape(text)),
+    )
+}
+
+fn usd(micros: i64) -> String {
+    UsdMicros(micros.max(0) as u64).to_string()
+}
+
+/// Basis points as a percentage with one decimal, from integers.
+fn percent(bps: i64) -> String {
+    format!("{}.{}%", bps / 100, (bps % 100) / 10)
+}
+
+fn conversion_bps(f: &RuleFigures) -> i64 {
+    if f.quotes <= 0 {
+        return 0;
+    }
+    (f.paid_onchain + f.paid_credits).saturating_mul(10_000) / f.quotes
+}
+
+fn revenue(f: &RuleFigures) -> i64 {
+    f.revenue_onchain_usd_micros + f.revenue_credits_usd_micros
+}
+
+/// Horizontal bars of revenue per rule (widths in integer pixels).
+fn revenue_chart(figures: &[RuleFigures]) -> String {
+    const WIDTH: i64 = 420;
+    const ROW: i64 = 22;
+    let max = figures.iter().map(revenue).max().unwrap_or(0).max(1);
+    let height = ROW * figures.len() as i64 + 4;
+    let mut svg = format!(
+        "<svg role=img aria-label=\"Revenue per rule\" width=\"{}\" height=\"{height}\" xmlns=\"http://www.w3.org/2000/svg\">",
+        WIDTH + 320
+    );
+    for (i, f) in figures.iter().enumerate() {
+        let y = ROW * i as i64 + 2;
+        let w = revenue(f) * WIDTH / max;
+        let _ = write!(
+            svg,
+            "<text x=\"0\" y=\"{ty}\" font-size=\"12\">{label}</text>\
+             <rect x=\"200\" y=\"{y}\" width=\"{w}\" height=\"16\" fill=\"#2f6fde\"><title>{label}: {amount}</title></rect>\
+             <text x=\"{tx}\" y=\"{ty}\" font-size=\"12\">{amount}</text>",
+            ty = y + 13,
+            label = escape(&format!("{}/{}", f.route, f.rule)),
+            amount = usd(revenue(f)),
+            tx = 206 + w,
+        );
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
+pub fn overview(
+    session: &Session,
+    figures: &[RuleFigures],
+    generation: u64,
+    reload_error: Option<&str>,
+) -> String {
+    let quotes: i64 = figures.iter().map(|f| f.quotes).sum();
+    let paid: i64 = figures
+        .iter()
+        .map(|f| f.paid_onchain + f.paid_credits)
+        .sum();
+    let earned: i64 = figures.iter().map(revenue).sum();
+    let onchain: i64 = figures.iter().map(|f| f.revenue_onchain_usd_micros).sum();
+    let overall = if quotes > 0 {
+        paid.saturating_mul(10_000) / quotes
+    } else {
+        0
+    };
+    let mut body = format!(
+        "<h2>Last 24 hours</h2><div class=cards>\
+         <div class=card><span>Quotes</span><b id=quotes>{quotes}</b></div>\
+         <div class=card><span>Paid requests</span><b id=paid>{paid}</b></div>\
+         <div class=card><span>Conversion</span><b id=conversion>{}</b></div>\
+         <div class=card><span>Revenue</span><b id=revenue>{}</b></div>\
+         <div class=card><span>of which on chain</span><b>{}</b></div></div>",
+        percent(overall),
+        usd(earned),
+        usd(onchain),
+    );
+    if let Some(e) = reload_error {
+        let _ = write!(
+            body,
+            "<p class=err role=alert>The last rules reload was refused (the previous rules keep serving): {}</p>",
+            escape(e)
+        );
+    }
+    let _ = write!(
+        body,
+        "<h2>Revenue per rule</h2>{}<h2>Rules</h2><table id=rules><tr><th>Route</th><th>Rule</th>\
+         <th>Quotes</th><th>Paid on chain</th><th>Paid from credits</th><th>Conversion</th>\
+         <th>Quoted</th><th>Revenue</th></tr>",
+        revenue_chart(figures)
+    );
+    for f in figures {
+        let _ = write!(
+            body,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&f.route),
+            escape(&f.rule),
+            f.quotes,
+            f.paid_onchain,
+            f.paid_credits,
+            percent(conversion_bps(f)),
+            usd(f.quoted_usd_micros),
+            usd(revenue(f)),
+        );
+    }
+    let _ = write!(
+        body,
+        "</table><p>Rules loaded {generation} time(s). Figures are per-minute aggregates, written every 10 s.</p>"
+    );
+    layout("Overview", Some(session), &body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_is_escaped_and_percentages_are_exact() {
+        assert_eq!(
+            escape("<a href=\"x\">&'"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
+        assert_eq!(percent(5_000), "50.0%");
+        assert_eq!(percent(1_234), "12.3%");
+        assert_eq!(percent(0), "0.0%");
+    }
+
+    #[test]
+    fn the_chart_scales_bars_to_the_largest_revenue() {
+        let f = |rule: &str, rev| RuleFigures {
+            route: "r".into(),
+            rule: rule.into(),
+            revenue_credits_usd_micros: rev,
+            ..RuleFigures::default()
+        };
+        let svg = revenue_chart(&[f("a", 100), f("<b>", 50)]);
+        assert!(svg.contains("width=\"420\""), "{svg}");
+        assert!(svg.contains("width=\"210\""), "{svg}");
+        assert!(svg.contains("r/&lt;b&gt;"), "{svg}");
+    }
+}

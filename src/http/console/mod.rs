@@ -1,0 +1,214 @@
+//! The operator's console: server-rendered pages behind a login (the admin token → a signed,
+//! expiring session cookie, HttpOnly and SameSite=Strict; a CSRF token in every form). No
+//! script, no CDN: the styles are inline and the charts are SVG, so it works offline.
+
+pub mod html;
+pub mod session;
+
+use axum::Form;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use serde::Deserialize;
+
+use super::AppState;
+use super::error::ApiError;
+use crate::db::quote_stats;
+use session::{COOKIE, LOGIN_COOKIE, Session};
+
+/// The session of a request, if it carries a valid one.
+pub fn session_of(state: &AppState, headers: &HeaderMap) -> Option<Session> {
+    let token = state.config.admin_token.as_ref()?;
+    let cookies = headers.get(header::COOKIE)?.to_str().ok()?;
+    let value = session::cookie(cookies, COOKIE)?;
+    session::check(token.expose(), value, state.quotes.clock.now())
+}
+
+fn enabled(state: &AppState) -> Result<&str, ApiError> {
+    state
+        .config
+        .admin_token
+        .as_ref()
+        .map(|t| t.expose().as_str())
+        .ok_or_else(|| ApiError::not_found("admin_disabled", "no admin token is configured"))
+}
+
+/// `Secure` when the console is served over HTTPS (a `public_url` that says so).
+fn secure(state: &AppState) -> &'static str {
+    match &state.config.public_url {
+        Some(u) if u.starts_with("https://") => "; Secure",
+        _ => "",
+    }
+}
+
+fn page(status: StatusCode, body: String) -> Response {
+    let mut resp = (status, Html(body)).into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // Nothing here loads from elsewhere, runs script, or may be framed.
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'",
+        ),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    resp
+}
+
+fn redirect(to: &'static str) -> Response {
+    let mut resp = StatusCode::SEE_OTHER.into_response();
+    resp.headers_mut()
+        .insert(header::LOCATION, HeaderValue::from_static(to));
+    resp
+}
+
+/// `GET /console/login`: the form, with a fresh anti-forgery value in a cookie and a field.
+pub async fn login_form(State(state): State<AppState>) -> Result<Response, ApiError> {
+    enabled(&state)?;
+    Ok(login_page(&state, StatusCode::OK, None))
+}
+
+fn login_page(state: &AppState, status: StatusCode, error: Option<&str>) -> Response {
+    let nonce = format!("{:032x}", rand::random::<u128>());
+    let mut resp = page(status, html::login(&nonce, error));
+    let cookie = format!(
+        "{LOGIN_COOKIE}={nonce}; HttpOnly; SameSite=Strict; Path=/console; Max-Age=600{}",
+        secure(state)
+    );
+    resp.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_str(&cookie).expect("ASCII"),
+    );
+    resp
+}
+
+#[derive(Deserialize)]
+pub struct LoginForm {
+    token: String,
+    csrf: String,
+}
+
+/// `POST /console/login`: the admin token for a session.
+pub async fn login(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> Result<Response, ApiError> {
+    let expected = enabled(&state)?;
+    let sent = headers
+        .get(header::COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|c| session::cookie(c, LOGIN_COOKIE));
+    if !sent.is_some_and(|c| session::same_token(c, &form.csrf)) {
+        return Ok(login_page(
+            &state,
+            StatusCode::FORBIDDEN,
+            Some("The form expired or did not come from this console; try again."),
+        ));
+    }
+    if !session::same_token(&form.token, expected) {
+        return Ok(login_page(
+            &state,
+            StatusCode::UNAUTHORIZED,
+            Some("That is not the admin token."),
+        ));
+    }
+    let (value, _) = session::issue(expected, state.quotes.clock.now());
+    let mut resp = redirect("/console");
+    let h = resp.headers_mut();
+    h.append(
+        header::SET_COOKIE,
+        HeaderValue::from_str(&format!(
+            "{COOKIE}={value}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{}",
+            session::TTL_SECS,
+            secure(&state)
+        ))
+        .expect("ASCII"),
+    );
+    h.append(
+        header::SET_COOKIE,
+        HeaderValue::from_str(&format!(
+            "{LOGIN_COOKIE}=; HttpOnly; SameSite=Strict; Path=/console; Max-Age=0"
+        ))
+        .expect("ASCII"),
+    );
+    Ok(resp)
+}
+
+#[derive(Deserialize)]
+pub struct CsrfForm {
+    csrf: String,
+}
+
+/// Checks a form of the console: a session, and its form token.
+fn form_session(
+    state: &AppState,
+    headers: &HeaderMap,
+    csrf: &str,
+) -> Result<Session, Box<Response>> {
+    let Some(s) = session_of(state, headers) else {
+        return Err(Box::new(redirect("/console/login")));
+    };
+    if !session::same_token(&s.csrf, csrf) {
+        return Err(Box::new(page(
+            StatusCode::FORBIDDEN,
+            html::message(
+                "Refused",
+                "This form did not come from your console session.",
+            ),
+        )));
+    }
+    Ok(s)
+}
+
+/// `POST /console/logout`.
+pub async fn logout(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(form): Form<CsrfForm>,
+) -> Result<Response, ApiError> {
+    enabled(&state)?;
+    if let Err(refused) = form_session(&state, &headers, &form.csrf) {
+        return Ok(*refused);
+    }
+    let mut resp = redirect("/console/login");
+    resp.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_str(&format!(
+            "{COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0"
+        ))
+        .expect("ASCII"),
+    );
+    Ok(resp)
+}
+
+/// `GET /console`: the overview (what each rule earned in the last 24 hours).
+pub async fn overview(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    enabled(&state)?;
+    let Some(s) = session_of(&state, &headers) else {
+        return Ok(redirect("/console/login"));
+    };
+    let now = state.quotes.clock.now();
+    let since = now.0.saturating_sub(24 * 3_600_000);
+    let since_ms = i64::try_from(since - since % 60_000).unwrap_or(0);
+    let figures = match &state.quote_stats {
+        Some(stats) => quote_stats::rule_figures(stats.db(), since_ms)
+            .await
+            .map_err(|e| ApiError::unavailable("database_unavailable", e.to_string()))?,
+        None => Vec::new(),
+    };
+    let status = state.rules.status();
+    Ok(page(
+        StatusCode::OK,
+        html::overview(
+            &s,
+            &figures,
+            status.generation,
+            status.last_error.as_deref(),
+        ),
+    ))
+}

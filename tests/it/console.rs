@@ -1,0 +1,260 @@
+//! The operator's console over the real router and PostgreSQL: the login (admin token → a
+//! signed, expiring, HttpOnly + SameSite=Strict session cookie, with a double-submit token on
+//! the login form and a session token on every other form), the overview's figures, the JSON
+//! API reachable with the session for reads only (writes need the form token), logout, expiry,
+//! and no secret ever rendered.
+
+use axum::body::Body;
+use axum::http::Request;
+use tariff::time::{Clock, UnixMillis};
+
+use crate::credits::{ADMIN, open};
+use crate::harness::{Reply, TestApp, repo_rules};
+
+async fn app(clock: Clock) -> (TestApp, String) {
+    let db = crate::db::fresh_postgres().await;
+    let app = TestApp::start_with(
+        &repo_rules(),
+        &[
+            ("TARIFF_DATABASE_URL", db.clone()),
+            ("TARIFF_ADMIN_TOKEN", ADMIN.to_string()),
+        ],
+        clock,
+    )
+    .await;
+    (app, db)
+}
+
+async fn get(app: &TestApp, uri: &str, cookie: Option<&str>) -> Reply {
+    let mut req = Request::get(uri);
+    if let Some(c) = cookie {
+        req = req.header("cookie", c);
+    }
+    Reply::read(app.send(req.body(Body::empty()).unwrap()).await).await
+}
+
+async fn post_form(app: &TestApp, uri: &str, cookie: &str, fields: &[(&str, &str)]) -> Reply {
+    let body = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(fields)
+        .finish();
+    let req = Request::post(uri)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("cookie", cookie)
+        .body(Body::from(body))
+        .unwrap();
+    Reply::read(app.send(req).await).await
+}
+
+/// `name=value` of a `Set-Cookie` header, and the whole header.
+fn set_cookie(r: &Reply, name: &str) -> (String, String) {
+    let header = r
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .find(|v| v.starts_with(&format!("{name}=")))
+        .unwrap_or_else(|| panic!("no {name} cookie in {:?}", r.headers));
+    (header.split(';').next().unwrap().to_string(), header)
+}
+
+/// The value of the hidden `csrf` field of a page.
+fn csrf_field(html: &str) -> String {
+    let at = html.find("name=csrf value=\"").expect("a csrf field") + 17;
+    html[at..at + html[at..].find('"').unwrap()].to_string()
+}
+
+/// Logs in; the session cookie (`tariff_console=…`) and the page's form token.
+async fn log_in(app: &TestApp) -> (String, String) {
+    let form = get(app, "/console/login", None).await;
+    let (login_cookie, _) = set_cookie(&form, "tariff_console_login");
+    let nonce = csrf_field(&String::from_utf8_lossy(&form.body));
+    let r = post_form(
+        app,
+        "/console/login",
+        &login_cookie,
+        &[("token", ADMIN), ("csrf", &nonce)],
+    )
+    .await;
+    assert_eq!(r.status, 303, "{}", String::from_utf8_lossy(&r.body));
+    let (session, _) = set_cookie(&r, "tariff_console");
+    let page = get(app, "/console", Some(&session)).await;
+    assert_eq!(page.status, 200);
+    let csrf = csrf_field(&String::from_utf8_lossy(&page.body));
+    (session, csrf)
+}
+
+#[tokio::test]
+async fn an_operator_logs_in_sees_the_figures_and_nothing_secret() {
+    let (app, db_url) = app(Clock::System).await;
+    // Some traffic: two quotes and a request paid from credits.
+    app.get("/search?q=console+one").await;
+    app.get("/search?q=console+two").await;
+    let (account, key) = open(&app).await;
+    crate::credits::grant(&app, "c1", &account, 1_000_000, ADMIN).await;
+    let r = crate::sign_in::send(
+        &app,
+        "GET",
+        "/search?q=console+paid",
+        &[("authorization", &format!("Bearer {key}"))],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    app.state
+        .quote_stats
+        .as_ref()
+        .unwrap()
+        .flush()
+        .await
+        .unwrap();
+
+    // Not logged in: pages send to the login form, the JSON API wants the token.
+    let r = get(&app, "/console", None).await;
+    assert_eq!(
+        (r.status, r.header("location").as_deref()),
+        (303, Some("/console/login"))
+    );
+    assert_eq!(get(&app, "/admin/rules", None).await.status, 401);
+
+    // The login form: an anti-forgery cookie, a strict content policy.
+    let form = get(&app, "/console/login", None).await;
+    assert_eq!(form.status, 200);
+    let (login_cookie, header) = set_cookie(&form, "tariff_console_login");
+    assert!(
+        header.contains("HttpOnly") && header.contains("SameSite=Strict"),
+        "{header}"
+    );
+    assert!(
+        form.header("content-security-policy")
+            .unwrap()
+            .contains("default-src 'none'")
+    );
+    let nonce = csrf_field(&String::from_utf8_lossy(&form.body));
+    // A login posted without the form's cookie, or with the wrong token, gets no session.
+    let r = post_form(
+        &app,
+        "/console/login",
+        "x=1",
+        &[("token", ADMIN), ("csrf", &nonce)],
+    )
+    .await;
+    assert_eq!(r.status, 403);
+    assert!(
+        r.headers
+            .get_all("set-cookie")
+            .iter()
+            .all(|c| !c.to_str().unwrap().starts_with("tariff_console="))
+    );
+    let r = post_form(
+        &app,
+        "/console/login",
+        &login_cookie,
+        &[
+            ("token", "not-the-token-0123456789abcdef01234"),
+            ("csrf", &nonce),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, 401);
+    assert!(String::from_utf8_lossy(&r.body).contains("not the admin token"));
+
+    // The right token: a session cookie, HttpOnly, SameSite=Strict, expiring.
+    let r = post_form(
+        &app,
+        "/console/login",
+        &login_cookie,
+        &[("token", ADMIN), ("csrf", &nonce)],
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.header("location").as_deref()),
+        (303, Some("/console"))
+    );
+    let (session, header) = set_cookie(&r, "tariff_console");
+    for attr in ["HttpOnly", "SameSite=Strict", "Path=/", "Max-Age=28800"] {
+        assert!(header.contains(attr), "{attr}: {header}");
+    }
+
+    // The overview shows the figures of the aggregates.
+    let page = get(&app, "/console", Some(&session)).await;
+    assert_eq!(page.status, 200);
+    let html = String::from_utf8_lossy(&page.body).to_string();
+    assert!(html.contains("<b id=quotes>3</b>"), "{html}");
+    assert!(html.contains("<b id=paid>1</b>"), "{html}");
+    assert!(html.contains("<b id=revenue>$0.020000</b>"), "{html}");
+    assert!(html.contains("<svg role=img"), "{html}");
+    assert!(html.contains("<td>simple-lookup</td>"), "{html}");
+    // Nothing secret is rendered.
+    for secret in [
+        ADMIN,
+        key.as_str(),
+        db_url.as_str(),
+        crate::payments::FINGERPRINT_KEY,
+    ] {
+        assert!(!html.contains(secret), "the page shows a secret");
+    }
+    let csrf = csrf_field(&html);
+
+    // The session reads the JSON API; a write needs its form token too.
+    assert_eq!(get(&app, "/admin/rules", Some(&session)).await.status, 200);
+    let grant = |csrf: Option<String>| {
+        let mut req = Request::post("/admin/credits")
+            .header("cookie", session.as_str())
+            .header("content-type", "application/json");
+        if let Some(t) = csrf {
+            req = req.header("x-csrf-token", t);
+        }
+        req.body(Body::from(format!(
+            r#"{{"id":"console-1","account":"{account}","amount":5,"reason":"console"}}"#
+        )))
+        .unwrap()
+    };
+    let r = Reply::read(app.send(grant(None)).await).await;
+    assert_eq!(
+        (r.status, r.error_code().as_str()),
+        (403, "csrf_token_invalid")
+    );
+    let r = Reply::read(app.send(grant(Some("0".repeat(64)))).await).await;
+    assert_eq!(r.status, 403);
+    let r = Reply::read(app.send(grant(Some(csrf.clone()))).await).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+
+    // A tampered cookie is no session.
+    let forged = format!("{}0", &session[..session.len() - 1]);
+    assert_eq!(get(&app, "/console", Some(&forged)).await.status, 303);
+
+    // Logging out needs the form token, and ends the cookie.
+    let r = post_form(&app, "/console/logout", &session, &[("csrf", "nope")]).await;
+    assert_eq!(r.status, 403);
+    let r = post_form(&app, "/console/logout", &session, &[("csrf", &csrf)]).await;
+    assert_eq!(r.status, 303);
+    let (cleared, header) = set_cookie(&r, "tariff_console");
+    assert_eq!(cleared, "tariff_console=");
+    assert!(header.contains("Max-Age=0"), "{header}");
+}
+
+#[tokio::test]
+async fn a_session_expires_and_the_console_is_off_without_an_admin_token() {
+    let start = UnixMillis(1_800_000_000_000);
+    let clock = Clock::manual(start);
+    let (app, _) = app(clock.clone()).await;
+    let (session, _) = log_in(&app).await;
+    clock.advance_ms(8 * 3600 * 1000 - 1);
+    assert_eq!(get(&app, "/console", Some(&session)).await.status, 200);
+    clock.advance_ms(1);
+    let r = get(&app, "/console", Some(&session)).await;
+    assert_eq!(
+        (r.status, r.header("location").as_deref()),
+        (303, Some("/console/login"))
+    );
+    assert_eq!(get(&app, "/admin/rules", Some(&session)).await.status, 401);
+
+    let off = TestApp::start(&repo_rules(), &[]).await;
+    for uri in ["/console", "/console/login"] {
+        let r = get(&off, uri, None).await;
+        assert_eq!(
+            (r.status, r.error_code().as_str()),
+            (404, "admin_disabled"),
+            "{uri}"
+        );
+    }
+}
