@@ -1,17 +1,13 @@
 //! The command line: `tariff serve`, `tariff rules check`, `tariff quote`.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use serde_json::Value;
 
 use crate::config::Config;
 use crate::money::UsdMicros;
-use crate::pricing::Decision;
-use crate::pricing::expr::{EvalInput, ExprEnv, RequestView};
+use crate::pricing::expr::ExprEnv;
 use crate::pricing::rules::{LoadOptions, load_dir};
-use crate::quote::json::parse_strict;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -402,55 +398,35 @@ fn quote_preview(config: &Config, args: &QuoteArgs) -> anyhow::Result<i32> {
         },
     )
     .map_err(|e| anyhow::anyhow!("pricing rules are invalid:\n{e}"))?;
-    let uri: axum::http::Uri = args
-        .path
-        .parse()
-        .map_err(|e| anyhow::anyhow!("--path: {e}"))?;
-    let path = crate::http::request::canonical_path(&uri)
-        .map_err(|e| anyhow::anyhow!("--path: {}", e.message))?;
-    let (_, query) = crate::http::request::parse_query(&uri)
-        .map_err(|e| anyhow::anyhow!("--path: {}", e.message))?;
-    let method = args.method.to_ascii_uppercase();
-    let Some((route, params)) = set.match_route(&method, &path) else {
-        println!(
-            "no route prices {method} {path} (unpriced policy: {:?})",
-            config.unpriced
-        );
-        return Ok(2);
-    };
-    let body = match &args.body {
-        Some(b) => parse_strict(b.as_bytes()).map_err(|e| anyhow::anyhow!("--body: {e}"))?,
-        None => Value::Object(Default::default()),
-    };
-    let mut headers = BTreeMap::new();
+    let mut headers = Vec::new();
     for h in &args.headers {
         let (k, v) = h
             .split_once(':')
             .ok_or_else(|| anyhow::anyhow!("--header `{h}`: expected `name: value`"))?;
-        let k = k.trim().to_ascii_lowercase();
-        if route.headers.contains(&k) {
-            headers.insert(k, v.trim().to_string());
-        }
+        headers.push((k.to_string(), v.to_string()));
     }
-    let view = RequestView {
-        method: method.clone(),
-        path: path.clone(),
-        params,
-        query,
+    let req = crate::http::preview::PreviewRequest {
+        method: args.method.clone(),
+        path: args.path.clone(),
+        body: args.body.clone(),
         headers,
-        body_size: args.body.as_ref().map_or(0, |b| b.len() as u64),
     };
-    let input = EvalInput {
-        request: &view,
-        body: &body,
-        response: None,
-    };
-    match route.decide(&env, &input) {
-        Ok(Decision::Free { rule }) => println!("route {}  rule {rule}  free", route.id),
-        Ok(Decision::Priced { rule, price }) => {
+    use crate::http::preview::{Preview, PreviewError, preview};
+    match preview(&set, &env, &req) {
+        Ok(Preview::NoRoute { method, path }) => {
             println!(
-                "route {}  rule {rule}  price {price} ({} micro-USD)",
-                route.id, price.0
+                "no route prices {method} {path} (unpriced policy: {:?})",
+                config.unpriced
+            );
+            return Ok(2);
+        }
+        Ok(Preview::Free { route, rule }) => println!("route {route}  rule {rule}  free"),
+        Ok(Preview::Priced {
+            route, rule, price, ..
+        }) => {
+            println!(
+                "route {route}  rule {rule}  price {price} ({} micro-USD)",
+                price.0
             );
             for terms in config.networks.iter().map(|n| &n.terms) {
                 if let Some(units) = price.to_asset_units(terms.decimals) {
@@ -461,14 +437,19 @@ fn quote_preview(config: &Config, args: &QuoteArgs) -> anyhow::Result<i32> {
                 }
             }
         }
-        Ok(Decision::External { rule, pricer, .. }) => println!(
-            "route {}  rule {rule}  external pricer {} (fallback {})",
-            route.id, pricer.url, pricer.fallback
-        ),
-        Err(e) => {
+        Ok(Preview::External {
+            route,
+            rule,
+            pricer,
+            fallback,
+        }) => {
+            println!("route {route}  rule {rule}  external pricer {pricer} (fallback {fallback})")
+        }
+        Err(e @ PreviewError::Pricing(_)) => {
             eprintln!("error: {e}");
             return Ok(1);
         }
+        Err(e) => anyhow::bail!("{e}"),
     }
     Ok(0)
 }

@@ -23,7 +23,7 @@ pub struct Window {
 }
 
 /// Paid requests per quote, in basis points (integers only; 0 without quotes).
-fn conversion_bps(f: &RuleFigures) -> i64 {
+pub fn conversion_bps(f: &RuleFigures) -> i64 {
     if f.quotes <= 0 {
         return 0;
     }
@@ -41,6 +41,61 @@ fn figures_json(f: &RuleFigures) -> serde_json::Value {
         "revenue_usd_micros": f.revenue_onchain_usd_micros + f.revenue_credits_usd_micros,
         "conversion_bps": conversion_bps(f),
     })
+}
+
+/// The figures of one loaded route, rule by rule (zeros for a rule without traffic).
+pub struct RouteFigures {
+    pub route: String,
+    pub methods: Vec<String>,
+    pub path: String,
+    pub file: Option<String>,
+    pub rules: Vec<RuleFigures>,
+}
+
+/// Start of the window `hours` back from now, on a minute.
+pub fn window_start(state: &AppState, hours: u64) -> i64 {
+    let since = state.quotes.clock.now().0.saturating_sub(hours * 3_600_000);
+    i64::try_from(since - since % 60_000).unwrap_or(0)
+}
+
+/// Every loaded route and rule with its figures since `since_ms`, and the figures of rules no
+/// longer loaded.
+pub async fn figures(
+    state: &AppState,
+    since_ms: i64,
+) -> Result<(Vec<RouteFigures>, Vec<RuleFigures>), ApiError> {
+    let stats = state.quote_stats.as_ref().ok_or_else(|| {
+        ApiError::unavailable("stats_unavailable", "this server keeps no database")
+    })?;
+    let mut all = quote_stats::rule_figures(stats.db(), since_ms)
+        .await
+        .map_err(|e| ApiError::unavailable("database_unavailable", e.to_string()))?;
+    let set = state.rules.current();
+    let routes = set
+        .routes
+        .iter()
+        .map(|r| RouteFigures {
+            route: r.id.clone(),
+            methods: r.methods.clone(),
+            path: r.path.as_str().to_string(),
+            file: r.file.file_name().map(|f| f.to_string_lossy().to_string()),
+            rules: r
+                .rules
+                .iter()
+                .map(|rule| {
+                    all.iter()
+                        .position(|f| f.route == r.id && f.rule == rule.id)
+                        .map(|i| all.swap_remove(i))
+                        .unwrap_or_else(|| RuleFigures {
+                            route: r.id.clone(),
+                            rule: rule.id.clone(),
+                            ..RuleFigures::default()
+                        })
+                })
+                .collect(),
+        })
+        .collect();
+    Ok((routes, all))
 }
 
 /// `GET /admin/rules?hours=24`: every loaded route and rule with its quotes, paid requests,
@@ -61,44 +116,30 @@ pub async fn rules(
             "hours: 1 to 2160 (90 days)",
         ));
     }
-    let stats = state.quote_stats.as_ref().ok_or_else(|| {
-        ApiError::unavailable("stats_unavailable", "this server keeps no database")
-    })?;
-    let now = state.quotes.clock.now();
-    let since = now.0.saturating_sub(hours * 3_600_000);
-    let since_ms = i64::try_from(since - since % 60_000).unwrap_or(0);
-    let mut figures = quote_stats::rule_figures(stats.db(), since_ms)
-        .await
-        .map_err(|e| ApiError::unavailable("database_unavailable", e.to_string()))?;
-    let set = state.rules.current();
-    let routes: Vec<_> = set
-        .routes
+    let since_ms = window_start(&state, hours);
+    let (loaded, others) = figures(&state, since_ms).await?;
+    let routes: Vec<_> = loaded
         .iter()
         .map(|r| {
             let rules: Vec<_> = r
                 .rules
                 .iter()
-                .map(|rule| {
-                    let found = figures
-                        .iter()
-                        .position(|f| f.route == r.id && f.rule == rule.id)
-                        .map(|i| figures.swap_remove(i))
-                        .unwrap_or_default();
-                    let mut v = figures_json(&found);
-                    v["rule"] = json!(rule.id);
+                .map(|f| {
+                    let mut v = figures_json(f);
+                    v["rule"] = json!(f.rule);
                     v
                 })
                 .collect();
             json!({
-                "route": r.id,
+                "route": r.route,
                 "methods": r.methods,
-                "path": r.path.as_str(),
-                "file": r.file.file_name().map(|f| f.to_string_lossy().to_string()),
+                "path": r.path,
+                "file": r.file,
                 "rules": rules,
             })
         })
         .collect();
-    let others: Vec<_> = figures
+    let others: Vec<_> = others
         .iter()
         .map(|f| {
             let mut v = figures_json(f);
@@ -118,4 +159,36 @@ pub async fn rules(
         "no_longer_loaded": others,
     }))
     .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreviewBody {
+    method: Option<String>,
+    path: String,
+    body: Option<serde_json::Value>,
+    #[serde(default)]
+    headers: std::collections::BTreeMap<String, String>,
+}
+
+/// `POST /admin/preview {"method", "path", "body", "headers"}`: what the live rules would
+/// charge for that request; nothing is quoted or stored.
+pub async fn preview(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Json<PreviewBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    check_admin(&state, &headers)?;
+    let Json(b) = body.map_err(|e| ApiError::bad_request("invalid_preview", e.body_text()))?;
+    let req = super::preview::PreviewRequest {
+        method: b.method.unwrap_or_else(|| "GET".into()),
+        path: b.path,
+        body: b.body.map(|v| v.to_string()),
+        headers: b.headers.into_iter().collect(),
+    };
+    let set = state.rules.current();
+    match super::preview::preview(&set, state.rules.env(), &req) {
+        Ok(p) => Ok(Json(p).into_response()),
+        Err(e) => Err(ApiError::bad_request("invalid_preview", e.to_string())),
+    }
 }

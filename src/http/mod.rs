@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod ops;
 pub mod paid;
 pub mod payment_required;
+pub mod preview;
 pub mod rate_limit;
 pub mod request;
 pub mod sign_in;
@@ -83,12 +84,18 @@ pub fn app(state: AppState) -> Router {
         .route("/accounts/me/wallets", post(sign_in::link_wallet))
         .route("/admin/credits", post(credits::grant))
         .route("/admin/rules", get(admin::rules))
+        .route("/admin/preview", post(admin::preview))
         .route("/console", get(console::overview))
         .route(
             "/console/login",
             get(console::login_form).post(console::login),
         )
         .route("/console/logout", post(console::logout))
+        .route("/console/rules", get(console::rules))
+        .route("/console/rules/preview", post(console::preview))
+        .route("/console/rules/edit", get(console::edit_form))
+        .route("/console/rules/save", post(console::save))
+        .route("/console/rules/revert", post(console::revert))
         .route("/top-up", post(topup::top_up))
         .route("/top-up/quote", get(topup::quote))
         .route("/top-up/transfer", post(topup::transfer))

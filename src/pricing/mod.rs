@@ -2,6 +2,7 @@
 //! load, evaluated per request, reloaded on change.
 
 pub mod discovery;
+pub mod edit;
 pub mod expr;
 pub mod external;
 pub mod reload;

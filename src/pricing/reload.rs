@@ -7,7 +7,7 @@
 //! must still be seen.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 use super::expr::ExprEnv;
@@ -25,6 +25,8 @@ struct Shared {
     opts: LoadOptions,
     current: RwLock<Arc<RuleSet>>,
     status: RwLock<ReloadStatus>,
+    /// Edits from the console, one at a time.
+    edits: Mutex<()>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -51,6 +53,7 @@ impl RulesHandle {
                     generation: 1,
                     last_error: None,
                 }),
+                edits: Mutex::new(()),
             }),
         })
     }
@@ -65,6 +68,18 @@ impl RulesHandle {
 
     pub fn env(&self) -> &ExprEnv {
         &self.inner.env
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    pub fn options(&self) -> &LoadOptions {
+        &self.inner.opts
+    }
+
+    pub(super) fn edit_lock(&self) -> MutexGuard<'_, ()> {
+        self.inner.edits.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn status(&self) -> ReloadStatus {

@@ -258,3 +258,166 @@ async fn a_session_expires_and_the_console_is_off_without_an_admin_token() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_rule_is_previewed_edited_checked_reloaded_and_reverted() {
+    let dir = crate::harness::TempDir::new("console-rules");
+    let file = dir.path().join("search.toml");
+    std::fs::copy(repo_rules().join("search.toml"), &file).unwrap();
+    let original = std::fs::read_to_string(&file).unwrap();
+    let app = TestApp::start_with(
+        dir.path(),
+        &[
+            ("TARIFF_DATABASE_URL", crate::db::fresh_postgres().await),
+            ("TARIFF_ADMIN_TOKEN", ADMIN.to_string()),
+        ],
+        Clock::System,
+    )
+    .await;
+    let (session, csrf) = log_in(&app).await;
+    let price_of = |r: Reply| r.amount();
+
+    // The rules page lists the rule and the file; the preview prices a request.
+    let page = get(&app, "/console/rules", Some(&session)).await;
+    let html = String::from_utf8_lossy(&page.body).to_string();
+    assert!(
+        html.contains("<td>simple-lookup</td>") && html.contains("search.toml"),
+        "{html}"
+    );
+    let r = post_form(
+        &app,
+        "/console/rules/preview",
+        &session,
+        &[
+            ("csrf", &csrf),
+            ("method", "GET"),
+            ("path", "/search?q=bitcoin+price"),
+            ("body", ""),
+            ("headers", ""),
+        ],
+    )
+    .await;
+    let html = String::from_utf8_lossy(&r.body).to_string();
+    assert!(
+        html.contains("route search, rule simple-lookup: $0.020000"),
+        "{html}"
+    );
+    // The same through the JSON API.
+    let req = Request::post("/admin/preview")
+        .header("authorization", format!("Bearer {ADMIN}"))
+        .header("content-type", "application/json")
+        .body(Body::from(
+            r#"{"path":"/search","method":"POST","body":{"query":"q","documents":["a","b","c"]}}"#,
+        ))
+        .unwrap();
+    let r = Reply::read(app.send(req).await).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let p = r.json();
+    assert_eq!(
+        (
+            p["outcome"].as_str(),
+            p["rule"].as_str(),
+            p["price"].as_u64()
+        ),
+        (Some("priced"), Some("compare-filings"), Some(120_000)),
+        "{p}"
+    );
+
+    // The editor shows the file.
+    let r = get(&app, "/console/rules/edit?file=search.toml", Some(&session)).await;
+    assert!(String::from_utf8_lossy(&r.body).contains("price = &quot;$0.02&quot;"));
+    let save = |text: String, csrf: String| {
+        let app = &app;
+        let session = session.clone();
+        async move {
+            post_form(
+                app,
+                "/console/rules/save",
+                &session,
+                &[("csrf", &csrf), ("file", "search.toml"), ("text", &text)],
+            )
+            .await
+        }
+    };
+    // A broken edit is refused with the loader's message and changes nothing.
+    let r = save(
+        original.replace("price = \"$0.02\"", "price = \"$0.02\" +"),
+        csrf.clone(),
+    )
+    .await;
+    assert_eq!(r.status, 422);
+    let html = String::from_utf8_lossy(&r.body).to_string();
+    assert!(
+        html.contains("id=save-error") && html.contains("search.toml"),
+        "{html}"
+    );
+    // So is an edit whose own samples no longer hold.
+    let r = save(
+        original.replacen("price = \"$0.02\"", "price = \"$0.03\"", 1),
+        csrf.clone(),
+    )
+    .await;
+    assert_eq!(r.status, 422, "the sample still expects $0.02");
+    // And a form without the session's token.
+    let r = save(original.replace("$0.02", "$0.03"), "0".repeat(64)).await;
+    assert_eq!(r.status, 403);
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), original);
+    assert_eq!(price_of(app.get("/search?q=before+edit").await), 20_000);
+
+    // A valid edit is written, loaded at once, and prices the next request.
+    let r = save(original.replace("$0.02", "$0.03"), csrf.clone()).await;
+    assert_eq!(
+        (r.status, r.header("location").as_deref()),
+        (303, Some("/console/rules?saved=search.toml"))
+    );
+    assert!(
+        std::fs::read_to_string(&file)
+            .unwrap()
+            .contains("price = \"$0.03\"")
+    );
+    assert_eq!(price_of(app.get("/search?q=after+edit").await), 30_000);
+    let html = String::from_utf8_lossy(
+        &get(&app, "/console/rules?saved=search.toml", Some(&session))
+            .await
+            .body,
+    )
+    .to_string();
+    assert!(
+        html.contains("id=notice") && html.contains("Revert to previous"),
+        "{html}"
+    );
+
+    // One click back.
+    let r = post_form(
+        &app,
+        "/console/rules/revert",
+        &session,
+        &[("csrf", &csrf), ("file", "search.toml")],
+    )
+    .await;
+    assert_eq!(r.status, 303);
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), original);
+    assert_eq!(price_of(app.get("/search?q=after+revert").await), 20_000);
+
+    // Only the directory's own files.
+    for name in ["../search.toml", ".search.toml.previous", "other.toml"] {
+        let r = post_form(
+            &app,
+            "/console/rules/save",
+            &session,
+            &[("csrf", &csrf), ("file", name), ("text", "x")],
+        )
+        .await;
+        assert_eq!(r.status, 404, "{name}");
+    }
+    assert_eq!(
+        get(
+            &app,
+            "/console/rules/edit?file=../tariff.toml",
+            Some(&session)
+        )
+        .await
+        .status,
+        404
+    );
+}

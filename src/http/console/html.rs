@@ -44,9 +44,14 @@ fn layout(title: &str, session: Option<&Session>, body: &str) -> String {
     format!(
         "<!doctype html><html lang=en><head><meta charset=utf-8>\
          <title>{title} · Tariff</title><style>{STYLE}</style></head>\
-         <body><header><b>Tariff</b><span>{title}</span><span style=\"flex:1\"></span>{logout}</header>\
+         <body><header><b>Tariff</b>{nav}<span>{title}</span><span style=\"flex:1\"></span>{logout}</header>\
          <main>{body}</main></body></html>",
         title = escape(title),
+        nav = if session.is_some() {
+            "<a href=/console style=\"color:#fff\">Overview</a><a href=/console/rules style=\"color:#fff\">Rules</a>"
+        } else {
+            ""
+        },
     )
 }
 
@@ -185,6 +190,138 @@ pub fn overview(
         "</table><p>Rules loaded {generation} time(s). Figures are per-minute aggregates, written every 10 s.</p>"
     );
     layout("Overview", Some(session), &body)
+}
+
+/// What the rules page shows.
+pub struct RulesView<'a> {
+    pub session: &'a Session,
+    pub routes: &'a [crate::http::admin::RouteFigures],
+    pub generation: u64,
+    pub reload_error: Option<&'a str>,
+    /// (file name, has a previous version)
+    pub files: &'a [(String, bool)],
+    pub notice: Option<&'a str>,
+    /// (method, path, body, headers) as last submitted.
+    pub preview_form: Option<(&'a str, &'a str, &'a str, &'a str)>,
+    pub preview_result: Option<&'a str>,
+}
+
+fn hidden_csrf(s: &Session) -> String {
+    format!(
+        "<input type=hidden name=csrf value=\"{}\">",
+        escape(&s.csrf)
+    )
+}
+
+pub fn rules(v: &RulesView<'_>) -> String {
+    let mut body = String::new();
+    if let Some(n) = v.notice {
+        let _ = write!(
+            body,
+            "<p class=card role=status id=notice>{}</p>",
+            escape(n)
+        );
+    }
+    match v.reload_error {
+        Some(e) => {
+            let _ = write!(
+                body,
+                "<p class=err role=alert id=reload-error>The last reload was refused; the previous rules keep serving:<br><pre>{}</pre></p>",
+                escape(e)
+            );
+        }
+        None => {
+            let _ = write!(
+                body,
+                "<p id=reload>Rules loaded {} time(s); the last load succeeded.</p>",
+                v.generation
+            );
+        }
+    }
+    body.push_str(
+        "<h2>Last 24 hours, per rule</h2><table id=rules><tr><th>Route</th><th>Rule</th><th>Quotes</th>\
+         <th>Paid</th><th>Conversion</th><th>Revenue</th></tr>",
+    );
+    for r in v.routes {
+        for f in &r.rules {
+            let _ = write!(
+                body,
+                "<tr><td>{} <small>{} {}</small></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                escape(&r.route),
+                escape(&r.methods.join(",")),
+                escape(&r.path),
+                escape(&f.rule),
+                f.quotes,
+                f.paid_onchain + f.paid_credits,
+                percent(conversion_bps(f)),
+                usd(revenue(f)),
+            );
+        }
+    }
+    body.push_str("</table><h2>Files</h2><ul id=files>");
+    for (file, previous) in v.files {
+        let _ = write!(
+            body,
+            "<li>{name} <a href=\"/console/rules/edit?file={q}\">edit</a>",
+            name = escape(file),
+            q = escape(&form_urlencoded::byte_serialize(file.as_bytes()).collect::<String>()),
+        );
+        if *previous {
+            let _ = write!(
+                body,
+                " <form class=inline method=post action=/console/rules/revert>{}<input type=hidden name=file value=\"{}\"><button>Revert to previous</button></form>",
+                hidden_csrf(v.session),
+                escape(file)
+            );
+        }
+        body.push_str("</li>");
+    }
+    let (m, p, b, h) = v.preview_form.unwrap_or(("GET", "/", "", ""));
+    let _ = write!(
+        body,
+        "</ul><h2>What would this request cost?</h2><form method=post action=/console/rules/preview>{}\
+         <p><label>Method <input name=method value=\"{}\" size=6></label> \
+         <label>Path and query <input name=path value=\"{}\" size=60></label></p>\
+         <p><label>JSON body<br><textarea name=body rows=4 cols=80>{}</textarea></label></p>\
+         <p><label>Headers (name: value, one per line)<br><textarea name=headers rows=2 cols=80>{}</textarea></label></p>\
+         <p><button>Price it</button></p></form>",
+        hidden_csrf(v.session),
+        escape(m),
+        escape(p),
+        escape(b),
+        escape(h),
+    );
+    if let Some(r) = v.preview_result {
+        let _ = write!(body, "<p class=card id=preview-result>{}</p>", escape(r));
+    }
+    layout("Rules", Some(v.session), &body)
+}
+
+/// A rule file in a textarea, with the errors of a refused save.
+pub fn editor(session: &Session, file: &str, text: &str, error: Option<&str>) -> String {
+    let error = error
+        .map(|e| {
+            format!(
+                "<pre class=err role=alert id=save-error>{}</pre>",
+                escape(e)
+            )
+        })
+        .unwrap_or_default();
+    layout(
+        &format!("Edit {file}"),
+        Some(session),
+        &format!(
+            "{error}<form method=post action=/console/rules/save>{}\
+             <input type=hidden name=file value=\"{}\">\
+             <p><textarea name=text rows=30 cols=110 spellcheck=false>{}</textarea></p>\
+             <p><button>Check and save</button> <a href=/console/rules>Cancel</a></p></form>\
+             <p>A save is compiled with the rest of the directory first (the checks of <code>tariff rules check</code>); \
+             if it compiles it is written and serves the next request, and the version it replaces is kept for a revert.</p>",
+            hidden_csrf(session),
+            escape(file),
+            escape(text),
+        ),
+    )
 }
 
 #[cfg(test)]

@@ -212,3 +212,237 @@ pub async fn overview(
         ),
     ))
 }
+
+#[derive(Deserialize, Default)]
+pub struct RulesQuery {
+    saved: Option<String>,
+    reverted: Option<String>,
+}
+
+/// `GET /console/rules`: the rules with their figures, the reload status, the files (edit,
+/// revert) and the preview form.
+pub async fn rules(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    q: Result<axum::extract::Query<RulesQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    enabled(&state)?;
+    let Some(s) = session_of(&state, &headers) else {
+        return Ok(redirect("/console/login"));
+    };
+    let q = q.map(|q| q.0).unwrap_or_default();
+    let notice = match (q.saved, q.reverted) {
+        (Some(f), _) => Some(format!("Saved {f}; the new rules are serving.")),
+        (None, Some(f)) => Some(format!("{f} is back to its previous version.")),
+        _ => None,
+    };
+    rules_page(&state, &s, notice.as_deref(), None, None).await
+}
+
+async fn rules_page(
+    state: &AppState,
+    s: &Session,
+    notice: Option<&str>,
+    form: Option<&PreviewForm>,
+    result: Option<String>,
+) -> Result<Response, ApiError> {
+    let since = super::admin::window_start(state, 24);
+    let (loaded, _) = super::admin::figures(state, since).await?;
+    let files: Vec<(String, bool)> = state
+        .rules
+        .file_names()
+        .into_iter()
+        .map(|f| {
+            let prev = state.rules.has_previous(&f);
+            (f, prev)
+        })
+        .collect();
+    let status = state.rules.status();
+    Ok(page(
+        StatusCode::OK,
+        html::rules(&html::RulesView {
+            session: s,
+            routes: &loaded,
+            generation: status.generation,
+            reload_error: status.last_error.as_deref(),
+            files: &files,
+            notice,
+            preview_form: form.map(|f| {
+                (
+                    f.method.as_str(),
+                    f.path.as_str(),
+                    f.body.as_str(),
+                    f.headers.as_str(),
+                )
+            }),
+            preview_result: result.as_deref(),
+        }),
+    ))
+}
+
+#[derive(Deserialize)]
+pub struct PreviewForm {
+    csrf: String,
+    method: String,
+    path: String,
+    #[serde(default)]
+    body: String,
+    #[serde(default)]
+    headers: String,
+}
+
+/// `POST /console/rules/preview`: the price of a request under the live rules.
+pub async fn preview(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(form): Form<PreviewForm>,
+) -> Result<Response, ApiError> {
+    enabled(&state)?;
+    let s = match form_session(&state, &headers, &form.csrf) {
+        Ok(s) => s,
+        Err(refused) => return Ok(*refused),
+    };
+    let mut pairs = Vec::new();
+    let mut bad = None;
+    for line in form.headers.lines().filter(|l| !l.trim().is_empty()) {
+        match line.split_once(':') {
+            Some((k, v)) => pairs.push((k.to_string(), v.to_string())),
+            None => bad = Some(format!("header `{line}`: expected `name: value`")),
+        }
+    }
+    let req = super::preview::PreviewRequest {
+        method: form.method.clone(),
+        path: form.path.clone(),
+        body: Some(form.body.clone()),
+        headers: pairs,
+    };
+    let set = state.rules.current();
+    let result = match bad {
+        Some(b) => b,
+        None => match super::preview::preview(&set, state.rules.env(), &req) {
+            Ok(super::preview::Preview::Priced {
+                route, rule, price, ..
+            }) => format!("route {route}, rule {rule}: {price}"),
+            Ok(super::preview::Preview::Free { route, rule }) => {
+                format!("route {route}, rule {rule}: free")
+            }
+            Ok(super::preview::Preview::External {
+                route,
+                rule,
+                pricer,
+                ..
+            }) => format!("route {route}, rule {rule}: priced by {pricer} at request time"),
+            Ok(super::preview::Preview::NoRoute { method, path }) => {
+                format!("no route prices {method} {path}")
+            }
+            Err(e) => e.to_string(),
+        },
+    };
+    rules_page(&state, &s, None, Some(&form), Some(result)).await
+}
+
+#[derive(Deserialize)]
+pub struct FileQuery {
+    file: String,
+}
+
+/// `GET /console/rules/edit?file=…`: a rule file in an editor.
+pub async fn edit_form(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    axum::extract::Query(q): axum::extract::Query<FileQuery>,
+) -> Result<Response, ApiError> {
+    enabled(&state)?;
+    let Some(s) = session_of(&state, &headers) else {
+        return Ok(redirect("/console/login"));
+    };
+    match state.rules.read_file(&q.file) {
+        Ok(text) => Ok(page(StatusCode::OK, html::editor(&s, &q.file, &text, None))),
+        Err(e) => Ok(page(
+            StatusCode::NOT_FOUND,
+            html::message("Not found", &e.to_string()),
+        )),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct SaveForm {
+    csrf: String,
+    file: String,
+    text: String,
+}
+
+/// `POST /console/rules/save`: checked with the whole directory, written, loaded.
+pub async fn save(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(form): Form<SaveForm>,
+) -> Result<Response, ApiError> {
+    enabled(&state)?;
+    let s = match form_session(&state, &headers, &form.csrf) {
+        Ok(s) => s,
+        Err(refused) => return Ok(*refused),
+    };
+    // Browsers send textarea lines with CRLF.
+    let text = form.text.replace("\r\n", "\n");
+    match state.rules.save_file(&form.file, &text) {
+        Ok(()) => {
+            tracing::info!(file = %form.file, "rule file saved from the console");
+            Ok(redirect_to(&format!(
+                "/console/rules?saved={}",
+                urlencode(&form.file)
+            )))
+        }
+        Err(e @ crate::pricing::edit::EditError::UnknownFile(_)) => Ok(page(
+            StatusCode::NOT_FOUND,
+            html::message("Not found", &e.to_string()),
+        )),
+        Err(e) => Ok(page(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            html::editor(&s, &form.file, &text, Some(&e.to_string())),
+        )),
+    }
+}
+
+/// `POST /console/rules/revert`: the previous version of a file back.
+pub async fn revert(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(form): Form<RevertForm>,
+) -> Result<Response, ApiError> {
+    enabled(&state)?;
+    if let Err(refused) = form_session(&state, &headers, &form.csrf) {
+        return Ok(*refused);
+    }
+    match state.rules.revert_file(&form.file) {
+        Ok(()) => {
+            tracing::info!(file = %form.file, "rule file reverted from the console");
+            Ok(redirect_to(&format!(
+                "/console/rules?reverted={}",
+                urlencode(&form.file)
+            )))
+        }
+        Err(e) => Ok(page(
+            StatusCode::CONFLICT,
+            html::message("Not reverted", &e.to_string()),
+        )),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct RevertForm {
+    csrf: String,
+    file: String,
+}
+
+fn urlencode(s: &str) -> String {
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+fn redirect_to(to: &str) -> Response {
+    let mut resp = StatusCode::SEE_OTHER.into_response();
+    if let Ok(v) = HeaderValue::from_str(to) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    resp
+}
