@@ -192,3 +192,157 @@ pub async fn preview(
         Err(e) => Err(ApiError::bad_request("invalid_preview", e.to_string())),
     }
 }
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Page {
+    /// Rows at most (default 50, at most 1000).
+    limit: Option<i64>,
+    /// Accounts: continue after this id.
+    after: Option<String>,
+}
+
+fn limit_of(p: &Page) -> Result<i64, ApiError> {
+    let limit = p.limit.unwrap_or(50);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad_request("invalid_limit", "limit: 1 to 1000"));
+    }
+    Ok(limit)
+}
+
+fn page_of(
+    p: Result<Query<Page>, axum::extract::rejection::QueryRejection>,
+) -> Result<Page, ApiError> {
+    p.map(|q| q.0)
+        .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))
+}
+
+/// `GET /admin/ledger?limit=&after=`: the ledger's check (every balance recomputed) and the
+/// accounts with their balances, in id order.
+pub async fn ledger(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    page: Result<Query<Page>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    check_admin(&state, &headers)?;
+    let page = page_of(page)?;
+    let limit = limit_of(&page)?;
+    let ledger = super::credits::accounts(&state)?.ledger();
+    let check = ledger.check().await?;
+    let rows = ledger
+        .accounts(page.after.as_deref().unwrap_or(""), limit)
+        .await?;
+    let accounts: Vec<_> = rows
+        .iter()
+        .map(|(a, b)| {
+            json!({
+                "account": a.id.as_str(),
+                "kind": a.kind,
+                "owner": a.owner,
+                "posted": b.posted(),
+                "held": b.held().0,
+                "available": b.available(),
+            })
+        })
+        .collect();
+    let next = (rows.len() as i64 == limit).then(|| rows.last().map(|(a, _)| a.id.to_string()));
+    Ok(Json(json!({
+        "unit": "usd_micros",
+        "check": {
+            "clean": check.is_clean(),
+            "accounts": check.accounts,
+            "posted_sum": check.posted_sum.to_string(),
+            "pending_sum": check.pending_sum.to_string(),
+            "mismatches": check.mismatches.len(),
+            "below_bound": check.below_bound,
+            "bad_resolutions": check.bad_resolutions,
+        },
+        "accounts": accounts,
+        "next_after": next.flatten(),
+    }))
+    .into_response())
+}
+
+/// `GET /admin/payments?limit=`: payments by status and the most recent ones (network, asset,
+/// payer, amount, price, status, transaction; not the signed authorization).
+pub async fn payments(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    page: Result<Query<Page>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    check_admin(&state, &headers)?;
+    let limit = limit_of(&page_of(page)?)?;
+    let payments = payments_of(&state)?;
+    let db = |e: crate::db::DbError| ApiError::unavailable("database_unavailable", e.to_string());
+    let counts: serde_json::Map<String, serde_json::Value> = payments
+        .store()
+        .counts()
+        .await
+        .map_err(db)?
+        .into_iter()
+        .map(|(status, n)| (status, json!(n)))
+        .collect();
+    let recent: Vec<_> = payments
+        .store()
+        .recent(limit)
+        .await
+        .map_err(db)?
+        .into_iter()
+        .map(|r| {
+            json!({
+                "id": r.id,
+                "network": r.network,
+                "asset": r.asset,
+                "payer": r.payer,
+                "pay_to": r.pay_to,
+                "amount": r.amount,
+                "price_micros": r.price_micros,
+                "quote_id": r.quote_id,
+                "mode": r.mode,
+                "status": r.status,
+                "tx_hash": r.tx_hash,
+                "error": r.error,
+                "topup": r.topup.is_some(),
+                "created_at_ms": r.created_at_ms,
+                "updated_at_ms": r.updated_at_ms,
+            })
+        })
+        .collect();
+    let topups = payments
+        .topups()
+        .recent(limit)
+        .await
+        .map_err(|e| ApiError::unavailable("database_unavailable", e.to_string()))?;
+    Ok(Json(json!({
+        "counts": counts,
+        "recent": recent,
+        "topups": topups,
+    }))
+    .into_response())
+}
+
+/// `POST /admin/payments/reconcile`: one reconciliation pass now (what runs periodically).
+pub async fn reconcile(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    super::credits::check_admin_write(&state, &headers)?;
+    let report = payments_of(&state)?.reconcile_once().await?;
+    Ok(Json(json!({
+        "examined": report.examined,
+        "credited": report.credited,
+        "failed": report.failed,
+        "still_open": report.still_open,
+        "errors": report.errors,
+    }))
+    .into_response())
+}
+
+fn payments_of(state: &AppState) -> Result<&std::sync::Arc<crate::payment::Payments>, ApiError> {
+    state.payments.as_ref().ok_or_else(|| {
+        ApiError::unavailable(
+            "payments_unavailable",
+            "this server keeps no payment records (no database)",
+        )
+    })
+}

@@ -85,6 +85,9 @@ pub fn app(state: AppState) -> Router {
         .route("/admin/credits", post(credits::grant))
         .route("/admin/rules", get(admin::rules))
         .route("/admin/preview", post(admin::preview))
+        .route("/admin/ledger", get(admin::ledger))
+        .route("/admin/payments", get(admin::payments))
+        .route("/admin/payments/reconcile", post(admin::reconcile))
         .route("/console", get(console::overview))
         .route(
             "/console/login",

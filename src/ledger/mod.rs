@@ -382,6 +382,27 @@ impl Ledger {
         Ok(voided)
     }
 
+    /// Accounts and their balances in id order, after `after` (exclusive), `limit` (1..=1000) at
+    /// a time: the operator's list.
+    pub async fn accounts(
+        &self,
+        after: &str,
+        limit: i64,
+    ) -> Result<Vec<(Account, Balance)>, LedgerError> {
+        store::accounts(&self.db, after, limit.clamp(1, 1000))
+            .await?
+            .into_iter()
+            .map(|row| {
+                let account = row.account()?;
+                let balance = Balance {
+                    account: account.id.clone(),
+                    counters: row.counters()?,
+                };
+                Ok((account, balance))
+            })
+            .collect()
+    }
+
     pub async fn balance(&self, account: &AccountId) -> Result<Balance, LedgerError> {
         let row = store::account(&self.db, account)
             .await?

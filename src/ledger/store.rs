@@ -334,6 +334,23 @@ pub(super) async fn account(db: &Db, id: &AccountId) -> Result<Option<AccountRow
         .await)?)
 }
 
+/// Accounts in id order after `after` (exclusive), at most `limit`.
+pub(super) async fn accounts(
+    db: &Db,
+    after: &str,
+    limit: i64,
+) -> Result<Vec<AccountRow>, LedgerError> {
+    Ok(on_db!(db, |p| sqlx::query_as(concat!(
+        "SELECT ",
+        account_columns!(),
+        " FROM ledger_accounts WHERE id > $1 ORDER BY id LIMIT $2"
+    ))
+    .bind(after)
+    .bind(limit)
+    .fetch_all(p)
+    .await)?)
+}
+
 pub(super) async fn account_by_owner(
     db: &Db,
     owner: &str,

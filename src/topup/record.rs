@@ -242,6 +242,16 @@ impl Topups {
         Ok(rows.into_iter().map(row).collect())
     }
 
+    /// The most recent top-ups of every account, newest first.
+    pub async fn recent(&self, limit: i64) -> Result<Vec<TopupRow>, RecordError> {
+        let sql = format!("SELECT {COLUMNS} FROM topups ORDER BY created_at_ms DESC, id LIMIT $1");
+        let rows: Vec<RawRow> = on_pool!(&self.db, p => sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()))
+            .bind(limit)
+            .fetch_all(p)
+            .await?);
+        Ok(rows.into_iter().map(row).collect())
+    }
+
     /// Credits an account received from top-ups since `since`.
     pub async fn credited_since(
         &self,

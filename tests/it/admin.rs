@@ -98,6 +98,57 @@ async fn revenue_per_rule_counts_quotes_credits_and_on_chain_payments() {
     // The ledger agrees: the on-chain and the credits debit add up to the revenue.
     app.assert_ledger_clean().await;
 
+    // The ledger: clean, every account with its balance, pageable.
+    let r = admin_get(&app, "/admin/ledger?limit=1000", Some(ADMIN)).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let ledger = r.json();
+    assert_eq!(ledger["check"]["clean"], true, "{ledger}");
+    let agent = ledger["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["account"] == account.as_str())
+        .unwrap_or_else(|| panic!("{ledger}"));
+    assert_eq!(agent["available"], 1_000_000 - 20_000, "{ledger}");
+    let revenue = ledger["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["account"] == "sys:revenue")
+        .unwrap();
+    assert_eq!(revenue["posted"], 40_000, "{ledger}");
+    let first = admin_get(&app, "/admin/ledger?limit=1", Some(ADMIN))
+        .await
+        .json();
+    let after = first["next_after"].as_str().unwrap().to_string();
+    let second = admin_get(
+        &app,
+        &format!("/admin/ledger?limit=1&after={after}"),
+        Some(ADMIN),
+    )
+    .await
+    .json();
+    assert_ne!(
+        second["accounts"][0]["account"],
+        first["accounts"][0]["account"]
+    );
+
+    // Payments: by status, and the recent ones without their signed authorizations.
+    let r = admin_get(&app, "/admin/payments", Some(ADMIN)).await;
+    assert_eq!(r.status, 200);
+    let p = r.json();
+    assert_eq!(p["counts"]["credited"], 1, "{p}");
+    assert_eq!(p["recent"][0]["status"], "credited", "{p}");
+    assert_eq!(p["recent"][0]["price_micros"], 20_000, "{p}");
+    assert!(!p.to_string().contains("signature"), "{p}");
+    let req = axum::http::Request::post("/admin/payments/reconcile")
+        .header("authorization", format!("Bearer {ADMIN}"))
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let r = Reply::read(app.send(req).await).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["examined"], 0, "nothing left open");
+
     // The token guards it; the window is bounded.
     for (token, status, code) in [
         (None, 401, "missing_admin_token"),
@@ -114,4 +165,13 @@ async fn revenue_per_rule_counts_quotes_credits_and_on_chain_payments() {
     assert_eq!((r.status, r.error_code().as_str()), (400, "invalid_window"));
     let r = admin_get(&app, "/admin/rules?days=1", Some(ADMIN)).await;
     assert_eq!((r.status, r.error_code().as_str()), (400, "invalid_query"));
+    for uri in ["/admin/ledger", "/admin/payments"] {
+        assert_eq!(admin_get(&app, uri, None).await.status, 401, "{uri}");
+        let r = admin_get(&app, &format!("{uri}?limit=0"), Some(ADMIN)).await;
+        assert_eq!(
+            (r.status, r.error_code().as_str()),
+            (400, "invalid_limit"),
+            "{uri}"
+        );
+    }
 }
