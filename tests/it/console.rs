@@ -218,6 +218,43 @@ async fn an_operator_logs_in_sees_the_figures_and_nothing_secret() {
     let r = Reply::read(app.send(grant(Some(csrf.clone()))).await).await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
 
+    // The ledger page: clean, the account listed; a grant from the form, once per id.
+    let page = get(&app, "/console/ledger", Some(&session)).await;
+    let html = String::from_utf8_lossy(&page.body).to_string();
+    assert!(html.contains("Ledger check clean"), "{html}");
+    assert!(html.contains(&format!("<td>{account}</td>")), "{html}");
+    let grant_form = |id: &str, amount: &str| {
+        vec![
+            ("csrf", csrf.clone()),
+            ("id", id.to_string()),
+            ("account", account.clone()),
+            ("amount", amount.to_string()),
+            ("reason", "console grant".to_string()),
+        ]
+    };
+    let fields = grant_form("console-2", "250");
+    let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let r = post_form(&app, "/console/ledger/grant", &session, &fields).await;
+    let html = String::from_utf8_lossy(&r.body).to_string();
+    assert_eq!(r.status, 200, "{html}");
+    assert!(html.contains("is now 980255 micro-dollars"), "{html}");
+    let fields = grant_form("console-3", "ten");
+    let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let r = post_form(&app, "/console/ledger/grant", &session, &fields).await;
+    assert_eq!(r.status, 422);
+    // The payments page (no on-chain payment here) and a reconcile pass.
+    let page = get(&app, "/console/payments", Some(&session)).await;
+    assert_eq!(page.status, 200);
+    assert!(String::from_utf8_lossy(&page.body).contains("id=payments"));
+    let r = post_form(
+        &app,
+        "/console/payments/reconcile",
+        &session,
+        &[("csrf", &csrf)],
+    )
+    .await;
+    assert!(String::from_utf8_lossy(&r.body).contains("Reconciled: 0 examined"));
+
     // A tampered cookie is no session.
     let forged = format!("{}0", &session[..session.len() - 1]);
     assert_eq!(get(&app, "/console", Some(&forged)).await.status, 303);

@@ -48,7 +48,8 @@ fn layout(title: &str, session: Option<&Session>, body: &str) -> String {
          <main>{body}</main></body></html>",
         title = escape(title),
         nav = if session.is_some() {
-            "<a href=/console style=\"color:#fff\">Overview</a><a href=/console/rules style=\"color:#fff\">Rules</a>"
+            "<a href=/console style=\"color:#fff\">Overview</a><a href=/console/rules style=\"color:#fff\">Rules</a>\
+             <a href=/console/ledger style=\"color:#fff\">Ledger</a><a href=/console/payments style=\"color:#fff\">Payments</a>"
         } else {
             ""
         },
@@ -322,6 +323,125 @@ pub fn editor(session: &Session, file: &str, text: &str, error: Option<&str>) ->
             escape(text),
         ),
     )
+}
+
+pub fn ledger(
+    session: &Session,
+    check: &crate::ledger::CheckReport,
+    accounts: &[(crate::ledger::Account, crate::ledger::Balance)],
+    notice: Option<&str>,
+) -> String {
+    let mut body = String::new();
+    if let Some(n) = notice {
+        let _ = write!(
+            body,
+            "<p class=card role=status id=notice>{}</p>",
+            escape(n)
+        );
+    }
+    let _ = write!(
+        body,
+        "<p id=check>{}: {} accounts, posted sum {}, pending sum {}, {} counter mismatches, {} bad resolutions.</p>",
+        if check.is_clean() {
+            "Ledger check clean"
+        } else {
+            "LEDGER CHECK FAILED"
+        },
+        check.accounts,
+        check.posted_sum,
+        check.pending_sum,
+        check.mismatches.len(),
+        check.bad_resolutions.len(),
+    );
+    body.push_str(
+        "<h2>Accounts</h2><table id=accounts><tr><th>Account</th><th>Kind</th><th>Posted</th><th>Held</th><th>Available</th></tr>",
+    );
+    for (a, b) in accounts {
+        let _ = write!(
+            body,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(a.id.as_str()),
+            a.kind.as_str(),
+            b.posted(),
+            b.held().0,
+            b.available()
+        );
+    }
+    let _ = write!(
+        body,
+        "</table><p>Amounts in micro-dollars (1000000 = $1).</p><h2>Grant or take back credits</h2>\
+         <form method=post action=/console/ledger/grant>{}\
+         <p><label>Account <input name=account size=44></label> <label>Micro-dollars <input name=amount size=12></label></p>\
+         <p><label>Reason <input name=reason size=60></label> <label>Id (once) <input name=id size=20 value=\"{}\"></label></p>\
+         <p><button>Grant</button></p></form>",
+        hidden_csrf(session),
+        format_args!("grant-{:08x}", rand::random::<u32>()),
+    );
+    layout("Ledger", Some(session), &body)
+}
+
+pub fn payments(
+    session: &Session,
+    counts: &[(String, i64)],
+    recent: &[crate::payment::record::PaymentRow],
+    topups: &[crate::topup::record::TopupRow],
+    notice: Option<&str>,
+) -> String {
+    let mut body = String::new();
+    if let Some(n) = notice {
+        let _ = write!(
+            body,
+            "<p class=card role=status id=notice>{}</p>",
+            escape(n)
+        );
+    }
+    body.push_str("<div class=cards>");
+    for (status, n) in counts {
+        let _ = write!(
+            body,
+            "<div class=card><span>{}</span><b id=\"count-{}\">{n}</b></div>",
+            escape(status),
+            escape(status)
+        );
+    }
+    let _ = write!(
+        body,
+        "</div><form method=post action=/console/payments/reconcile>{}<button>Reconcile open payments now</button></form>\
+         <h2>Recent payments</h2><table id=payments><tr><th>Network</th><th>Asset</th><th>Payer</th><th>Amount</th>\
+         <th>Price</th><th>Status</th><th>Transaction</th></tr>",
+        hidden_csrf(session)
+    );
+    for p in recent {
+        let _ = write!(
+            body,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&p.network),
+            escape(&p.asset),
+            escape(&p.payer),
+            escape(&p.amount),
+            usd(i64::try_from(p.price_micros).unwrap_or(i64::MAX)),
+            p.status.as_str(),
+            escape(p.tx_hash.as_deref().unwrap_or("")),
+        );
+    }
+    body.push_str(
+        "</table><h2>Top-ups</h2><table id=topups><tr><th>Account</th><th>Network</th><th>Token</th>\
+         <th>Amount</th><th>Credited</th><th>Source</th></tr>",
+    );
+    for t in topups {
+        let _ = write!(
+            body,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:?}</td></tr>",
+            escape(&t.account),
+            escape(&t.network),
+            escape(&t.token),
+            escape(&t.amount),
+            t.credit,
+            t.source,
+        );
+    }
+    body.push_str("</table>");
+    layout("Payments", Some(session), &body)
 }
 
 #[cfg(test)]

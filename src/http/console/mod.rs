@@ -446,3 +446,133 @@ fn redirect_to(to: &str) -> Response {
     }
     resp
 }
+
+/// `GET /console/ledger`: the ledger's check, accounts and balances, a grant form.
+pub async fn ledger(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    enabled(&state)?;
+    let Some(s) = session_of(&state, &headers) else {
+        return Ok(redirect("/console/login"));
+    };
+    ledger_page(&state, &s, StatusCode::OK, None).await
+}
+
+async fn ledger_page(
+    state: &AppState,
+    s: &Session,
+    status: StatusCode,
+    notice: Option<&str>,
+) -> Result<Response, ApiError> {
+    let ledger = super::credits::accounts(state)?.ledger();
+    let check = ledger.check().await?;
+    let accounts = ledger.accounts("", 500).await?;
+    Ok(page(status, html::ledger(s, &check, &accounts, notice)))
+}
+
+#[derive(Deserialize)]
+pub struct GrantForm {
+    csrf: String,
+    id: String,
+    account: String,
+    amount: String,
+    reason: String,
+}
+
+/// `POST /console/ledger/grant`: credits granted (or taken back) with a reason, once per id.
+pub async fn grant(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(form): Form<GrantForm>,
+) -> Result<Response, ApiError> {
+    enabled(&state)?;
+    let s = match form_session(&state, &headers, &form.csrf) {
+        Ok(s) => s,
+        Err(refused) => return Ok(*refused),
+    };
+    let outcome = match (
+        form.amount.trim().parse::<i64>(),
+        crate::ledger::AccountId::new(form.account.trim()),
+    ) {
+        (Ok(amount), Ok(account)) => super::credits::accounts(&state)?
+            .adjust(form.id.trim(), account, amount, form.reason.clone())
+            .await
+            .map(|(t, b)| {
+                format!(
+                    "Granted ({}): the balance of {} is now {} micro-dollars.",
+                    t.id.as_str(),
+                    b.account.as_str(),
+                    b.available()
+                )
+            })
+            .map_err(|e| e.to_string()),
+        (Err(_), _) => Err("amount: micro-dollars, an integer (negative takes back)".into()),
+        (_, Err(e)) => Err(format!("account: {e}")),
+    };
+    match outcome {
+        Ok(msg) => ledger_page(&state, &s, StatusCode::OK, Some(&msg)).await,
+        Err(msg) => ledger_page(&state, &s, StatusCode::UNPROCESSABLE_ENTITY, Some(&msg)).await,
+    }
+}
+
+/// `GET /console/payments`: payments by status, the recent ones and top-ups, reconcile.
+pub async fn payments(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    enabled(&state)?;
+    let Some(s) = session_of(&state, &headers) else {
+        return Ok(redirect("/console/login"));
+    };
+    payments_page(&state, &s, None).await
+}
+
+async fn payments_page(
+    state: &AppState,
+    s: &Session,
+    notice: Option<&str>,
+) -> Result<Response, ApiError> {
+    let Some(p) = &state.payments else {
+        return Ok(page(
+            StatusCode::OK,
+            html::message("Payments", "This server keeps no payment records."),
+        ));
+    };
+    let db = |e: crate::db::DbError| ApiError::unavailable("database_unavailable", e.to_string());
+    let counts = p.store().counts().await.map_err(db)?;
+    let recent = p.store().recent(100).await.map_err(db)?;
+    let topups = p
+        .topups()
+        .recent(100)
+        .await
+        .map_err(|e| ApiError::unavailable("database_unavailable", e.to_string()))?;
+    Ok(page(
+        StatusCode::OK,
+        html::payments(s, &counts, &recent, &topups, notice),
+    ))
+}
+
+/// `POST /console/payments/reconcile`.
+pub async fn reconcile(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(form): Form<CsrfForm>,
+) -> Result<Response, ApiError> {
+    enabled(&state)?;
+    let s = match form_session(&state, &headers, &form.csrf) {
+        Ok(s) => s,
+        Err(refused) => return Ok(*refused),
+    };
+    let msg = match &state.payments {
+        Some(p) => match p.reconcile_once().await {
+            Ok(r) => format!(
+                "Reconciled: {} examined, {} credited, {} failed, {} still open, {} errors.",
+                r.examined, r.credited, r.failed, r.still_open, r.errors
+            ),
+            Err(e) => format!("Reconciliation did not run: {e}"),
+        },
+        None => "This server keeps no payment records.".into(),
+    };
+    payments_page(&state, &s, Some(&msg)).await
+}
