@@ -6,6 +6,7 @@
 #   tariff_node_modules     npm ci if needed; exports TARIFF_TEST_NODE_MODULES, TARIFF_TEST_ANVIL_BIN
 #   tariff_redis_start      exports TARIFF_TEST_REDIS_URL (unix socket, no TCP)
 #   tariff_postgres_start   exports TARIFF_TEST_DATABASE_URL (127.0.0.1, free port)
+#   tariff_chromium         apt-installs chromium if needed; exports TARIFF_TEST_CHROMIUM
 #   tariff_services_stop    stops both and removes the temp dir; call it from an EXIT trap
 
 TARIFF_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -23,6 +24,14 @@ _svc_apt_install() {
   _svc_log "apt-get install $*"
   _svc_sudo apt-get install -y -q --no-install-recommends "$@" </dev/null >&2 ||
     { _svc_sudo apt-get update -q >&2 && _svc_sudo apt-get install -y -q --no-install-recommends "$@" </dev/null >&2; }
+}
+
+# Debian's chromium, for the console's browser tests (driven by puppeteer-core from npm).
+tariff_chromium() {
+  command -v chromium >/dev/null || _svc_apt_install chromium
+  TARIFF_TEST_CHROMIUM=$(command -v chromium)
+  export TARIFF_TEST_CHROMIUM
+  _svc_log "chromium at $TARIFF_TEST_CHROMIUM"
 }
 
 # A loopback TCP port nobody listens on right now (pure bash: nothing to install). Something can

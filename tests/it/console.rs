@@ -458,3 +458,110 @@ async fn a_rule_is_previewed_edited_checked_reloaded_and_reverted() {
         404
     );
 }
+
+/// The console in a real browser (Debian's chromium, headless, through puppeteer-core): log in,
+/// read the overview's figures, price a request with the preview form, have a broken rule edit
+/// refused with its message and a valid one applied, and open the ledger and payments pages.
+/// Screenshots of every page are kept in `target/console-screenshots/`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_works_in_a_real_browser() {
+    let dir = crate::harness::TempDir::new("console-browser");
+    std::fs::copy(
+        repo_rules().join("search.toml"),
+        dir.path().join("search.toml"),
+    )
+    .unwrap();
+    let app = TestApp::start_with(
+        dir.path(),
+        &[
+            ("TARIFF_DATABASE_URL", crate::db::fresh_postgres().await),
+            ("TARIFF_ADMIN_TOKEN", ADMIN.to_string()),
+        ],
+        Clock::System,
+    )
+    .await;
+    // Seeded traffic: three quotes and a request paid from credits.
+    for q in ["one", "two", "three"] {
+        app.get(&format!("/search?q=browser+{q}")).await;
+    }
+    let (account, key) = open(&app).await;
+    crate::credits::grant(&app, "b1", &account, 1_000_000, ADMIN).await;
+    let r = crate::sign_in::send(
+        &app,
+        "GET",
+        "/search?q=browser+one",
+        &[("authorization", &format!("Bearer {key}"))],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    app.state
+        .quote_stats
+        .as_ref()
+        .unwrap()
+        .flush()
+        .await
+        .unwrap();
+
+    let (base, _server) = crate::harness::serve(tariff::http::app(app.state.clone())).await;
+    let shots = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/console-screenshots");
+    let shots_arg = shots.display().to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        crate::payments::node_script(&[
+            "tests/interop/console.mjs",
+            "--url",
+            &base,
+            "--token",
+            ADMIN,
+            "--shots",
+            &shots_arg,
+        ])
+    })
+    .await
+    .unwrap();
+    assert!(out.get("error").is_none(), "{out}");
+    assert_eq!(out["loginUrl"], "/console/login", "{out}");
+    assert_eq!(out["afterLogin"], "/console", "{out}");
+    // The credits request reused quote "one": three quotes, one paid, $0.02 earned.
+    assert_eq!(out["overview"]["quotes"], "3", "{out}");
+    assert_eq!(out["overview"]["paid"], "1", "{out}");
+    assert_eq!(out["overview"]["revenue"], "$0.020000", "{out}");
+    assert_eq!(out["svg"], true, "{out}");
+    assert_eq!(
+        out["preview"], "route search, rule simple-lookup: $0.020000",
+        "{out}"
+    );
+    assert!(
+        out["saveError"].as_str().unwrap().contains("search.toml"),
+        "{out}"
+    );
+    assert!(
+        out["saved"].as_str().unwrap().contains("Saved search.toml"),
+        "{out}"
+    );
+    assert!(
+        out["ledgerCheck"]
+            .as_str()
+            .unwrap()
+            .starts_with("Ledger check clean"),
+        "{out}"
+    );
+    assert_eq!(out["paymentsTable"], true, "{out}");
+    // The edit made in the browser prices the next request.
+    assert_eq!(
+        app.get("/search?q=after+the+browser").await.amount(),
+        30_000
+    );
+    for page in [
+        "login",
+        "overview",
+        "rules-preview",
+        "rules-edit-refused",
+        "rules-saved",
+        "ledger",
+        "payments",
+    ] {
+        let png = shots.join(format!("{page}.png"));
+        let bytes = std::fs::read(&png).unwrap_or_else(|e| panic!("{}: {e}", png.display()));
+        assert_eq!(&bytes[1..4], b"PNG", "{page}");
+    }
+}
