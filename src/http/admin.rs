@@ -346,3 +346,36 @@ fn payments_of(state: &AppState) -> Result<&std::sync::Arc<crate::payment::Payme
         )
     })
 }
+
+/// `GET /admin/experiments`: the running price experiment (a shadow rule set) and its
+/// comparison per current rule, or `{"running": false}`.
+pub async fn experiments(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    check_admin(&state, &headers)?;
+    let Some(shadow) = state.rules.shadow() else {
+        return Ok(Json(json!({"running": false})).into_response());
+    };
+    let rows = super::console::experiment_rows(&state, &shadow).await?;
+    let rows: Vec<_> = rows
+        .iter()
+        .map(|r| {
+            json!({
+                "route": r.route,
+                "rule": r.rule,
+                "compared": r.compared,
+                "observed_usd_micros": r.observed_usd_micros,
+                "projected_usd_micros": r.projected_usd_micros,
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "running": true,
+        "file": shadow.file,
+        "started_at_ms": shadow.started_at.0,
+        "unit": "usd_micros",
+        "rules": rows,
+    }))
+    .into_response())
+}

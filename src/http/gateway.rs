@@ -82,6 +82,28 @@ async fn gateway(state: &AppState, req: Request) -> Result<Response, ApiError> {
         state.metrics.pricing_error(&route.id);
         ApiError::internal("pricing_failed", e.to_string(), &e)
     })?;
+    // A price experiment: the candidate prices the same request, never charged.
+    if let Some(shadow) = state.rules.shadow() {
+        let current = match &decision {
+            Decision::Free { rule } => Some((rule, UsdMicros::ZERO)),
+            Decision::Priced { rule, price } => Some((rule, *price)),
+            // The seller's pricer is not called twice for an experiment.
+            Decision::External { .. } => None,
+        };
+        if let Some((rule, price)) = current {
+            shadow.observe(
+                state.rules.env(),
+                crate::pricing::shadow::Observed {
+                    method,
+                    path: &path,
+                    input: &input,
+                    route: &route.id,
+                    rule,
+                    price,
+                },
+            );
+        }
+    }
     let canonical_body = match &parsed {
         ParsedBody::None => CanonicalBody::None,
         ParsedBody::Json(v) => CanonicalBody::Json(v),

@@ -86,6 +86,7 @@ pub fn app(state: AppState) -> Router {
         .route("/admin/rules", get(admin::rules))
         .route("/admin/preview", post(admin::preview))
         .route("/admin/ledger", get(admin::ledger))
+        .route("/admin/experiments", get(admin::experiments))
         .route("/admin/payments", get(admin::payments))
         .route("/admin/payments/reconcile", post(admin::reconcile))
         .route("/console", get(console::overview))
@@ -99,6 +100,16 @@ pub fn app(state: AppState) -> Router {
         .route("/console/rules/edit", get(console::edit_form))
         .route("/console/rules/save", post(console::save))
         .route("/console/rules/revert", post(console::revert))
+        .route("/console/experiments", get(console::experiments))
+        .route(
+            "/console/experiments/start",
+            post(console::start_experiment),
+        )
+        .route("/console/experiments/stop", post(console::stop_experiment))
+        .route(
+            "/console/experiments/apply",
+            post(console::apply_experiment),
+        )
         .route("/console/ledger", get(console::ledger))
         .route("/console/ledger/grant", post(console::grant))
         .route("/console/payments", get(console::payments))

@@ -8,6 +8,7 @@ pub mod external;
 pub mod reload;
 pub mod route_path;
 pub mod rules;
+pub mod shadow;
 
 pub use reload::RulesHandle;
 pub use rules::{

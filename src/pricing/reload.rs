@@ -27,6 +27,8 @@ struct Shared {
     status: RwLock<ReloadStatus>,
     /// Edits from the console, one at a time.
     edits: Mutex<()>,
+    /// A candidate rule set pricing live traffic alongside, never charged.
+    shadow: RwLock<Option<Arc<super::shadow::Shadow>>>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -54,6 +56,7 @@ impl RulesHandle {
                     last_error: None,
                 }),
                 edits: Mutex::new(()),
+                shadow: RwLock::new(None),
             }),
         })
     }
@@ -76,6 +79,19 @@ impl RulesHandle {
 
     pub fn options(&self) -> &LoadOptions {
         &self.inner.opts
+    }
+
+    /// The running price experiment, if any.
+    pub fn shadow(&self) -> Option<Arc<super::shadow::Shadow>> {
+        self.inner
+            .shadow
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub(super) fn set_shadow(&self, s: Option<Arc<super::shadow::Shadow>>) {
+        *self.inner.shadow.write().unwrap_or_else(|p| p.into_inner()) = s;
     }
 
     pub(super) fn edit_lock(&self) -> MutexGuard<'_, ()> {

@@ -565,3 +565,141 @@ async fn the_console_works_in_a_real_browser() {
         assert_eq!(&bytes[1..4], b"PNG", "{page}");
     }
 }
+
+/// A price experiment: a candidate rule file prices live traffic as a shadow (never charged),
+/// the page compares current and candidate revenue at the observed conversion, and applying it
+/// makes it the live price.
+#[tokio::test]
+async fn a_shadow_price_is_compared_on_live_traffic_then_applied() {
+    let dir = crate::harness::TempDir::new("console-shadow");
+    let file = dir.path().join("search.toml");
+    std::fs::copy(repo_rules().join("search.toml"), &file).unwrap();
+    let original = std::fs::read_to_string(&file).unwrap();
+    let app = TestApp::start_with(
+        dir.path(),
+        &[
+            ("TARIFF_DATABASE_URL", crate::db::fresh_postgres().await),
+            ("TARIFF_ADMIN_TOKEN", ADMIN.to_string()),
+        ],
+        Clock::System,
+    )
+    .await;
+    let (session, csrf) = log_in(&app).await;
+    let start = |text: &str| {
+        let fields = [
+            ("csrf", csrf.clone()),
+            ("file", "search.toml".to_string()),
+            ("text", text.to_string()),
+        ];
+        let app = &app;
+        let session = session.clone();
+        async move {
+            let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            post_form(app, "/console/experiments/start", &session, &fields).await
+        }
+    };
+    // A candidate that does not compile is refused with the loader's message.
+    let r = start(&original.replace("price = \"$0.02\"", "price = 2 +")).await;
+    assert_eq!(r.status, 422);
+    assert!(String::from_utf8_lossy(&r.body).contains("id=experiment-error"));
+    assert!(app.state.rules.shadow().is_none());
+    // The candidate: the simple lookup at $0.03.
+    let r = start(&original.replace("$0.02", "$0.03")).await;
+    assert_eq!(
+        (r.status, r.header("location").as_deref()),
+        (303, Some("/console/experiments"))
+    );
+
+    // Live traffic is quoted and charged at the live price only.
+    for q in ["one", "two", "three"] {
+        assert_eq!(
+            app.get(&format!("/search?q=shadow+{q}")).await.amount(),
+            20_000
+        );
+    }
+    let (account, key) = open(&app).await;
+    crate::credits::grant(&app, "s1", &account, 1_000_000, ADMIN).await;
+    let r = crate::sign_in::send(
+        &app,
+        "GET",
+        "/search?q=shadow+one",
+        &[("authorization", &format!("Bearer {key}"))],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let ledger = app.state.accounts.as_ref().unwrap().ledger();
+    let available = ledger
+        .balance(&tariff::ledger::AccountId::new(&account).unwrap())
+        .await
+        .unwrap()
+        .available();
+    assert_eq!(
+        available,
+        1_000_000 - 20_000,
+        "charged the live price, not the candidate's"
+    );
+    app.state
+        .quote_stats
+        .as_ref()
+        .unwrap()
+        .flush()
+        .await
+        .unwrap();
+
+    // The comparison: 4 requests priced by both; $0.02 earned now, $0.03 at this conversion.
+    let req = Request::get("/admin/experiments")
+        .header("authorization", format!("Bearer {ADMIN}"))
+        .body(Body::empty())
+        .unwrap();
+    let e = Reply::read(app.send(req).await).await.json();
+    assert_eq!(e["running"], true, "{e}");
+    let row = e["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["rule"] == "simple-lookup")
+        .unwrap_or_else(|| panic!("{e}"));
+    assert_eq!(row["compared"]["requests"], 4, "{e}");
+    assert_eq!(row["compared"]["current_usd_micros"], 80_000, "{e}");
+    assert_eq!(row["compared"]["candidate_usd_micros"], 120_000, "{e}");
+    assert_eq!(row["observed_usd_micros"], 20_000, "{e}");
+    assert_eq!(row["projected_usd_micros"], 30_000, "{e}");
+    let page = get(&app, "/console/experiments", Some(&session)).await;
+    let html = String::from_utf8_lossy(&page.body).to_string();
+    assert!(
+        html.contains("<td class=projected>$0.030000</td>"),
+        "{html}"
+    );
+    assert!(
+        html.contains("<td class=candidate>$0.030000</td>"),
+        "{html}"
+    );
+
+    // Applied: the candidate is the live price, and the experiment is over.
+    let r = post_form(
+        &app,
+        "/console/experiments/apply",
+        &session,
+        &[("csrf", &csrf)],
+    )
+    .await;
+    assert_eq!(r.status, 303, "{}", String::from_utf8_lossy(&r.body));
+    assert!(app.state.rules.shadow().is_none());
+    assert!(
+        std::fs::read_to_string(&file)
+            .unwrap()
+            .contains("price = \"$0.03\"")
+    );
+    assert_eq!(
+        app.get("/search?q=after+the+experiment").await.amount(),
+        30_000
+    );
+    let r = post_form(
+        &app,
+        "/console/experiments/apply",
+        &session,
+        &[("csrf", &csrf)],
+    )
+    .await;
+    assert_eq!(r.status, 409, "nothing left to apply");
+}

@@ -49,6 +49,7 @@ fn layout(title: &str, session: Option<&Session>, body: &str) -> String {
         title = escape(title),
         nav = if session.is_some() {
             "<a href=/console style=\"color:#fff\">Overview</a><a href=/console/rules style=\"color:#fff\">Rules</a>\
+             <a href=/console/experiments style=\"color:#fff\">Experiments</a>\
              <a href=/console/ledger style=\"color:#fff\">Ledger</a><a href=/console/payments style=\"color:#fff\">Payments</a>"
         } else {
             ""
@@ -442,6 +443,100 @@ pub fn payments(
     }
     body.push_str("</table>");
     layout("Payments", Some(session), &body)
+}
+
+fn avg(sum: u64, n: u64) -> String {
+    UsdMicros(sum.checked_div(n).unwrap_or(0)).to_string()
+}
+
+/// The running experiment: per current rule, the two prices and the revenue at the observed
+/// conversion.
+pub fn experiment(
+    session: &Session,
+    file: &str,
+    started_at: crate::time::UnixMillis,
+    rows: &[super::ExperimentRow],
+) -> String {
+    let mut body = format!(
+        "<p id=experiment>A candidate version of <b>{}</b> prices every request alongside the live rules \
+         (never charged), since {} ms after the epoch.</p>\
+         <table id=comparison><tr><th>Route</th><th>Rule</th><th>Requests</th><th>Price now (avg)</th>\
+         <th>Candidate (avg)</th><th>Revenue observed</th><th>Candidate at this conversion</th><th>Candidate rules</th></tr>",
+        escape(file),
+        started_at.0
+    );
+    for r in rows {
+        let c = &r.compared;
+        let rules: Vec<String> = c
+            .candidate_rules
+            .iter()
+            .map(|(k, v)| format!("{} ×{v}", escape(k)))
+            .collect();
+        let _ = write!(
+            body,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=candidate>{}</td><td>{}</td><td class=projected>{}</td><td>{}</td></tr>",
+            escape(&r.route),
+            escape(&r.rule),
+            c.requests,
+            avg(c.current_usd_micros, c.requests),
+            avg(c.candidate_usd_micros, c.requests),
+            UsdMicros(r.observed_usd_micros),
+            UsdMicros(r.projected_usd_micros),
+            rules.join(", "),
+        );
+    }
+    let _ = write!(
+        body,
+        "</table><p>The candidate column assumes the same requests are paid as now; a price change may \
+         change that.</p><form class=inline method=post action=/console/experiments/apply>{csrf}\
+         <button>Apply the candidate</button></form> \
+         <form class=inline method=post action=/console/experiments/stop>{csrf}<button>Stop</button></form>",
+        csrf = hidden_csrf(session)
+    );
+    layout("Experiments", Some(session), &body)
+}
+
+/// The form that starts an experiment from a candidate version of a rule file.
+pub fn experiment_form(
+    session: &Session,
+    files: &[String],
+    file: &str,
+    text: &str,
+    error: Option<&str>,
+) -> String {
+    let error = error
+        .map(|e| {
+            format!(
+                "<pre class=err role=alert id=experiment-error>{}</pre>",
+                escape(e)
+            )
+        })
+        .unwrap_or_default();
+    let mut picker = String::from("<p>Files: ");
+    for f in files {
+        let _ = write!(
+            picker,
+            "<a href=\"/console/experiments?file={}\">{}</a> ",
+            escape(&form_urlencoded::byte_serialize(f.as_bytes()).collect::<String>()),
+            escape(f)
+        );
+    }
+    picker.push_str("</p>");
+    layout(
+        "Experiments",
+        Some(session),
+        &format!(
+            "{error}{picker}<p>Change prices in a candidate version of <b>{f}</b>; it will price live \
+             traffic alongside the current rules without charging anything.</p>\
+             <form method=post action=/console/experiments/start>{}\
+             <input type=hidden name=file value=\"{f}\">\
+             <p><textarea name=text rows=30 cols=110 spellcheck=false>{}</textarea></p>\
+             <p><button>Start the experiment</button></p></form>",
+            hidden_csrf(session),
+            escape(text),
+            f = escape(file),
+        ),
+    )
 }
 
 #[cfg(test)]

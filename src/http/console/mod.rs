@@ -576,3 +576,160 @@ pub async fn reconcile(
     };
     payments_page(&state, &s, Some(&msg)).await
 }
+
+/// One row of the experiment's comparison.
+pub struct ExperimentRow {
+    pub route: String,
+    pub rule: String,
+    pub compared: crate::pricing::shadow::Compared,
+    /// Revenue observed for this rule since the experiment started (its first minute on).
+    pub observed_usd_micros: u64,
+    pub projected_usd_micros: u64,
+}
+
+/// The running experiment's comparison, with the observed revenue from the aggregates.
+pub async fn experiment_rows(
+    state: &AppState,
+    shadow: &crate::pricing::shadow::Shadow,
+) -> Result<Vec<ExperimentRow>, ApiError> {
+    let start = shadow.started_at.0 - shadow.started_at.0 % 60_000;
+    let figures = match &state.quote_stats {
+        Some(stats) => quote_stats::rule_figures(stats.db(), i64::try_from(start).unwrap_or(0))
+            .await
+            .map_err(|e| ApiError::unavailable("database_unavailable", e.to_string()))?,
+        None => Vec::new(),
+    };
+    Ok(shadow
+        .compared()
+        .into_iter()
+        .map(|((route, rule), compared)| {
+            let observed = figures
+                .iter()
+                .find(|f| f.route == route && f.rule == rule)
+                .map_or(0, |f| {
+                    (f.revenue_onchain_usd_micros + f.revenue_credits_usd_micros).max(0) as u64
+                });
+            ExperimentRow {
+                projected_usd_micros: crate::pricing::shadow::projected(observed, &compared),
+                observed_usd_micros: observed,
+                route,
+                rule,
+                compared,
+            }
+        })
+        .collect())
+}
+
+#[derive(Deserialize, Default)]
+pub struct ExperimentQuery {
+    file: Option<String>,
+}
+
+/// `GET /console/experiments`: the running experiment's comparison, or the form to start one.
+pub async fn experiments(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    q: Result<axum::extract::Query<ExperimentQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    enabled(&state)?;
+    let Some(s) = session_of(&state, &headers) else {
+        return Ok(redirect("/console/login"));
+    };
+    if let Some(shadow) = state.rules.shadow() {
+        let rows = experiment_rows(&state, &shadow).await?;
+        return Ok(page(
+            StatusCode::OK,
+            html::experiment(&s, &shadow.file, shadow.started_at, &rows),
+        ));
+    }
+    let files = state.rules.file_names();
+    let file = q
+        .ok()
+        .and_then(|q| q.0.file)
+        .filter(|f| files.contains(f))
+        .or_else(|| files.first().cloned())
+        .unwrap_or_default();
+    let text = state.rules.read_file(&file).unwrap_or_default();
+    Ok(page(
+        StatusCode::OK,
+        html::experiment_form(&s, &files, &file, &text, None),
+    ))
+}
+
+/// `POST /console/experiments/start`: a candidate version of a file as the shadow.
+pub async fn start_experiment(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(form): Form<SaveForm>,
+) -> Result<Response, ApiError> {
+    enabled(&state)?;
+    let s = match form_session(&state, &headers, &form.csrf) {
+        Ok(s) => s,
+        Err(refused) => return Ok(*refused),
+    };
+    let text = form.text.replace("\r\n", "\n");
+    match state
+        .rules
+        .start_shadow(&form.file, &text, state.quotes.clock.now())
+    {
+        Ok(()) => {
+            tracing::info!(file = %form.file, "price experiment started");
+            Ok(redirect("/console/experiments"))
+        }
+        Err(e) => Ok(page(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            html::experiment_form(
+                &s,
+                &state.rules.file_names(),
+                &form.file,
+                &text,
+                Some(&e.to_string()),
+            ),
+        )),
+    }
+}
+
+/// `POST /console/experiments/stop`.
+pub async fn stop_experiment(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(form): Form<CsrfForm>,
+) -> Result<Response, ApiError> {
+    enabled(&state)?;
+    if let Err(refused) = form_session(&state, &headers, &form.csrf) {
+        return Ok(*refused);
+    }
+    state.rules.stop_shadow();
+    Ok(redirect("/console/experiments"))
+}
+
+/// `POST /console/experiments/apply`: the candidate becomes the live rules.
+pub async fn apply_experiment(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(form): Form<CsrfForm>,
+) -> Result<Response, ApiError> {
+    enabled(&state)?;
+    if let Err(refused) = form_session(&state, &headers, &form.csrf) {
+        return Ok(*refused);
+    }
+    let Some(file) = state.rules.shadow().map(|s| s.file.clone()) else {
+        return Ok(page(
+            StatusCode::CONFLICT,
+            html::message("Not applied", "No experiment is running."),
+        ));
+    };
+    match state.rules.apply_shadow() {
+        Ok(()) => {
+            tracing::info!(%file, "price experiment applied");
+            Ok(redirect_to(&format!(
+                "/console/rules?saved={}",
+                urlencode(&file)
+            )))
+        }
+        Err(e) => Ok(page(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            html::message("Not applied", &e.to_string()),
+        )),
+    }
+}
