@@ -259,6 +259,25 @@ async fn upsert(
     Ok(())
 }
 
+/// Revenue per hour from `since_ms` on: (hour start, on chain, from credits), oldest first.
+pub async fn revenue_by_hour(db: &Db, since_ms: i64) -> Result<Vec<(i64, i64, i64)>, DbError> {
+    const SQL: &str = "SELECT bucket_start_ms - bucket_start_ms % 3600000, source, \
+         CAST(SUM(usd_micros) AS BIGINT) FROM rule_revenue WHERE bucket_start_ms >= $1 \
+         GROUP BY bucket_start_ms - bucket_start_ms % 3600000, source";
+    let rows: Vec<(i64, String, i64)> =
+        super::on_pool!(db, p => sqlx::query_as(SQL).bind(since_ms).fetch_all(p).await?);
+    let mut hours: std::collections::BTreeMap<i64, (i64, i64)> = Default::default();
+    for (hour, source, usd) in rows {
+        let h = hours.entry(hour).or_default();
+        if source == PaidVia::OnChain.as_str() {
+            h.0 += usd;
+        } else {
+            h.1 += usd;
+        }
+    }
+    Ok(hours.into_iter().map(|(h, (a, b))| (h, a, b)).collect())
+}
+
 /// Per route and rule, from `since_ms` on: quotes, what they asked, requests charged and
 /// earned (on chain and from credits). Rules with neither quotes nor revenue are absent.
 pub async fn rule_figures(db: &Db, since_ms: i64) -> Result<Vec<RuleFigures>, DbError> {

@@ -185,6 +185,38 @@ impl Metrics {
             .sum()
     }
 
+    /// Upper bounds (seconds) of the latency buckets holding the 50th, 95th and 99th
+    /// percentiles of a handler's answers with `status`, since this process started.
+    pub fn latency_quantiles(&self, handler: &str, status: &str) -> Option<[f64; 3]> {
+        let families = self.registry.gather();
+        let family = families
+            .iter()
+            .find(|f| f.name() == "tariff_http_request_duration_seconds")?;
+        let metric = family.get_metric().iter().find(|m| {
+            let label = |k: &str| {
+                m.get_label()
+                    .iter()
+                    .find(|l| l.name() == k)
+                    .map(|l| l.value())
+            };
+            label("handler") == Some(handler) && label("status") == Some(status)
+        })?;
+        let h = metric.get_histogram();
+        let total = h.get_sample_count();
+        if total == 0 {
+            return None;
+        }
+        let at = |q: u64| {
+            // The first bucket holding at least q% of the answers (rounded up).
+            let need = (total * q).div_ceil(100);
+            h.get_bucket()
+                .iter()
+                .find(|b| b.cumulative_count() >= need)
+                .map_or(f64::INFINITY, |b| b.upper_bound())
+        };
+        Some([at(50), at(95), at(99)])
+    }
+
     /// The text exposition, with the gauges read now.
     pub fn render(&self, rules_generation: u64) -> String {
         self.rules_generation
@@ -231,6 +263,16 @@ mod tests {
         );
         m.observe("gateway", 402, 0.0007);
         let text = m.render(3);
+        for _ in 0..8 {
+            m.observe("gateway", 402, 0.0007);
+        }
+        m.observe("gateway", 402, 0.2);
+        assert_eq!(
+            m.latency_quantiles("gateway", "402"),
+            Some([0.001, 0.25, 0.25]),
+            "9 of 10 answers within 1 ms, the slowest in the 0.25 s bucket"
+        );
+        assert_eq!(m.latency_quantiles("gateway", "200"), None);
         assert!(
             text.contains(
                 r#"tariff_quotes_total{outcome="reused",route="search",rule="simple"} 2"#

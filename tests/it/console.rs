@@ -182,6 +182,16 @@ async fn an_operator_logs_in_sees_the_figures_and_nothing_secret() {
     assert!(html.contains("<b id=paid>1</b>"), "{html}");
     assert!(html.contains("<b id=revenue>$0.020000</b>"), "{html}");
     assert!(html.contains("<svg role=img"), "{html}");
+    assert!(html.contains("aria-label=\"Revenue per hour\""), "{html}");
+    assert!(
+        html.contains("<b id=open>0</b>") && html.contains("<b id=failures>0</b>"),
+        "{html}"
+    );
+    let latency = html.split("<b id=latency>").nth(1).unwrap();
+    assert!(
+        latency.starts_with("≤ ") && latency.contains(" ms / ≤ "),
+        "{latency}"
+    );
     assert!(html.contains("<td>simple-lookup</td>"), "{html}");
     // Nothing secret is rendered.
     for secret in [
@@ -256,7 +266,8 @@ async fn an_operator_logs_in_sees_the_figures_and_nothing_secret() {
     assert!(String::from_utf8_lossy(&r.body).contains("Reconciled: 0 examined"));
 
     // A tampered cookie is no session.
-    let forged = format!("{}0", &session[..session.len() - 1]);
+    let last = if session.ends_with('0') { '1' } else { '0' };
+    let forged = format!("{}{last}", &session[..session.len() - 1]);
     assert_eq!(get(&app, "/console", Some(&forged)).await.status, 303);
 
     // Logging out needs the form token, and ends the cookie.

@@ -130,9 +130,62 @@ fn revenue_chart(figures: &[RuleFigures]) -> String {
     svg
 }
 
+/// What the overview shows besides the per-rule figures.
+pub struct OverviewExtras {
+    /// p50, p95, p99 of the 402 answers (bucket upper bounds, seconds), since start.
+    pub latency_402: Option<[f64; 3]>,
+    pub settlement_failures: u64,
+    /// Payments claimed, submitted or settled but not yet credited.
+    pub open_payments: i64,
+    /// (hour start ms, on chain, credits)
+    pub hourly: Vec<(i64, i64, i64)>,
+}
+
+/// Latency as milliseconds for people (a bucket bound; not money).
+fn ms(seconds: f64) -> String {
+    if seconds.is_infinite() {
+        return "over 30 s".into();
+    }
+    format!("≤ {:.1} ms", seconds * 1000.0)
+}
+
+/// Stacked bars of revenue per hour: on chain (dark) and from credits (light).
+fn hourly_chart(hours: &[(i64, i64, i64)]) -> String {
+    const HEIGHT: i64 = 80;
+    const BAR: i64 = 18;
+    let max = hours
+        .iter()
+        .map(|(_, a, b)| a + b)
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let mut svg = format!(
+        "<svg role=img aria-label=\"Revenue per hour\" width=\"{}\" height=\"{}\" xmlns=\"http://www.w3.org/2000/svg\">",
+        (BAR + 4) * hours.len().max(1) as i64,
+        HEIGHT + 4
+    );
+    for (i, (hour, onchain, credits)) in hours.iter().enumerate() {
+        let x = (BAR + 4) * i as i64;
+        let h1 = onchain * HEIGHT / max;
+        let h2 = credits * HEIGHT / max;
+        let _ = write!(
+            svg,
+            "<rect x=\"{x}\" y=\"{}\" width=\"{BAR}\" height=\"{h1}\" fill=\"#1f4fa8\"><title>{hour}: {} on chain</title></rect>\
+             <rect x=\"{x}\" y=\"{}\" width=\"{BAR}\" height=\"{h2}\" fill=\"#8fb3f0\"><title>{hour}: {} from credits</title></rect>",
+            HEIGHT - h1,
+            usd(*onchain),
+            HEIGHT - h1 - h2,
+            usd(*credits),
+        );
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
 pub fn overview(
     session: &Session,
     figures: &[RuleFigures],
+    extras: &OverviewExtras,
     generation: u64,
     reload_error: Option<&str>,
 ) -> String {
@@ -154,10 +207,25 @@ pub fn overview(
          <div class=card><span>Paid requests</span><b id=paid>{paid}</b></div>\
          <div class=card><span>Conversion</span><b id=conversion>{}</b></div>\
          <div class=card><span>Revenue</span><b id=revenue>{}</b></div>\
-         <div class=card><span>of which on chain</span><b>{}</b></div></div>",
+         <div class=card><span>of which on chain</span><b>{}</b></div></div>\
+         <div class=cards><div class=card><span>402 latency p50 / p95 / p99 (since start)</span><b id=latency>{}</b></div>\
+         <div class=card><span>Settlement failures (since start)</span><b id=failures>{}</b></div>\
+         <div class=card><span>Open payments</span><b id=open>{}</b></div></div>\
+         <h2>Revenue per hour</h2>{}",
         percent(overall),
         usd(earned),
         usd(onchain),
+        extras
+            .latency_402
+            .map_or("no 402 yet".to_string(), |[a, b, c]| format!(
+                "{} / {} / {}",
+                ms(a),
+                ms(b),
+                ms(c)
+            )),
+        extras.settlement_failures,
+        extras.open_payments,
+        hourly_chart(&extras.hourly),
     );
     if let Some(e) = reload_error {
         let _ = write!(

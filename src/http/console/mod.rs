@@ -201,12 +201,39 @@ pub async fn overview(
             .map_err(|e| ApiError::unavailable("database_unavailable", e.to_string()))?,
         None => Vec::new(),
     };
+    let hourly = match &state.quote_stats {
+        Some(stats) => quote_stats::revenue_by_hour(stats.db(), since_ms)
+            .await
+            .map_err(|e| ApiError::unavailable("database_unavailable", e.to_string()))?,
+        None => Vec::new(),
+    };
+    let open_payments = match &state.payments {
+        Some(p) => p
+            .store()
+            .counts()
+            .await
+            .map_err(|e| ApiError::unavailable("database_unavailable", e.to_string()))?
+            .iter()
+            .filter(|(status, _)| matches!(status.as_str(), "claimed" | "submitted" | "settled"))
+            .map(|(_, n)| *n)
+            .sum(),
+        None => 0,
+    };
     let status = state.rules.status();
+    let extras = html::OverviewExtras {
+        latency_402: state.metrics.latency_quantiles("gateway", "402"),
+        settlement_failures: state
+            .metrics
+            .total("tariff_payments_total", Some(("outcome", "failed"))),
+        open_payments,
+        hourly,
+    };
     Ok(page(
         StatusCode::OK,
         html::overview(
             &s,
             &figures,
+            &extras,
             status.generation,
             status.last_error.as_deref(),
         ),
