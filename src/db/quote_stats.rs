@@ -21,6 +21,10 @@ use crate::time::UnixMillis;
 
 const BUCKET_MS: u64 = 60_000;
 
+/// How long per-minute aggregates are kept: rows older than this are deleted (once an hour by
+/// the flusher), so the tables stay bounded by the rule set and this window.
+pub const RETENTION_DAYS: u64 = 400;
+
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 struct Key {
     bucket_start_ms: u64,
@@ -154,17 +158,30 @@ impl QuoteStats {
         result
     }
 
-    /// Flushes every `interval` until the task is aborted.
+    /// Flushes every `interval` until the task is aborted, and about once an hour deletes the
+    /// aggregates older than [`RETENTION_DAYS`].
     pub fn spawn_flusher(&self, interval: Duration) -> tokio::task::JoinHandle<()> {
         let stats = self.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let every = (3600 / interval.as_secs().max(1)).max(1);
+            let mut ticks: u64 = 0;
             loop {
                 tick.tick().await;
                 if let Err(e) = stats.flush().await {
                     tracing::warn!(error = %e, "quote statistics not written; will retry");
                 }
+                if ticks.is_multiple_of(every) {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as u64);
+                    let cutoff = now.saturating_sub(RETENTION_DAYS * 24 * 3_600_000);
+                    if let Err(e) = purge_before(&stats.db, cutoff).await {
+                        tracing::warn!(error = %e, "old statistics not purged; will retry");
+                    }
+                }
+                ticks += 1;
             }
         })
     }
@@ -257,6 +274,19 @@ async fn upsert(
         Db::Sqlite(p) => upsert_on!(p, sqlx::Sqlite, rows, paid),
     }
     Ok(())
+}
+
+/// Deletes the aggregates of minutes before `cutoff_ms`; the number of rows deleted.
+pub async fn purge_before(db: &Db, cutoff_ms: u64) -> Result<u64, DbError> {
+    let cutoff = i64_of(cutoff_ms);
+    let mut deleted = 0;
+    for sql in [
+        "DELETE FROM quote_stats WHERE bucket_start_ms < $1",
+        "DELETE FROM rule_revenue WHERE bucket_start_ms < $1",
+    ] {
+        deleted += super::on_pool!(db, p => sqlx::query(sql).bind(cutoff).execute(p).await?.rows_affected());
+    }
+    Ok(deleted)
 }
 
 /// Revenue per hour from `since_ms` on: (hour start, on chain, from credits), oldest first.

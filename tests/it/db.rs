@@ -169,10 +169,21 @@ async fn revenue_per_rule_adds_up_across_instances_and_sources() {
             ],
             "{name}"
         );
+        // Old minutes are purged, newer ones kept.
+        let hourly = quote_stats::revenue_by_hour(&b.db, 0).await.unwrap();
+        assert_eq!(hourly, vec![(0, 20_005, 35_000)], "{name}");
         // The window starts at a minute: the credits of minute 2 only.
         let later = quote_stats::rule_figures(&b.db, 120_000).await.unwrap();
         assert_eq!(later.len(), 1, "{name}");
         assert_eq!((later[0].quotes, later[0].paid_credits), (0, 2), "{name}");
+        assert_eq!(
+            quote_stats::purge_before(&b.db, 120_000).await.unwrap(),
+            3,
+            "{name}"
+        );
+        let left = quote_stats::rule_figures(&b.db, 0).await.unwrap();
+        assert_eq!(left.len(), 1, "{name}: {left:?}");
+        assert_eq!((left[0].quotes, left[0].paid_credits), (0, 2), "{name}");
         for sql in [
             "INSERT INTO rule_revenue VALUES (60000, 'r', 'x', 'cash', 1, 1)",
             "INSERT INTO rule_revenue VALUES (60000, 'r', 'x', 'credits', 0, 1)",
