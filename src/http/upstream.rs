@@ -78,6 +78,8 @@ impl Upstream {
                 if super::credits::tariff_key(&parts.headers).is_some() {
                     headers.remove(axum::http::header::AUTHORIZATION);
                 }
+                // Nor the operator's console session, if the browser sends it along.
+                strip_console_cookies(&mut headers);
                 if let Some(host) = parts.headers.get(header::HOST) {
                     headers.insert(HeaderName::from_static("x-forwarded-host"), host.clone());
                 }
@@ -114,6 +116,31 @@ impl Upstream {
     }
 }
 
+/// Removes Tariff's own console cookies from `Cookie`, keeping the upstream's.
+fn strip_console_cookies(h: &mut HeaderMap) {
+    let ours = |pair: &str| {
+        let name = pair.split('=').next().unwrap_or("").trim();
+        name == super::console::session::COOKIE || name == super::console::session::LOGIN_COOKIE
+    };
+    let kept: Vec<String> = h
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .filter(|p| !p.is_empty() && !ours(p))
+        .map(str::to_string)
+        .collect();
+    if h.contains_key(header::COOKIE) {
+        h.remove(header::COOKIE);
+        if !kept.is_empty()
+            && let Ok(v) = HeaderValue::from_str(&kept.join("; "))
+        {
+            h.insert(header::COOKIE, v);
+        }
+    }
+}
+
 fn strip_hop_by_hop(h: &HeaderMap) -> HeaderMap {
     let mut out = HeaderMap::with_capacity(h.len());
     // Connection may name further hop-by-hop headers.
@@ -131,4 +158,32 @@ fn strip_hop_by_hop(h: &HeaderMap) -> HeaderMap {
         out.append(k.clone(), v.clone());
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_console_session_never_reaches_the_upstream() {
+        let mut h = HeaderMap::new();
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("app=1; tariff_console=v1.2.3.4; theme=dark"),
+        );
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("tariff_console_login=x"),
+        );
+        strip_console_cookies(&mut h);
+        assert_eq!(h.get_all(header::COOKIE).iter().count(), 1);
+        assert_eq!(h[header::COOKIE], "app=1; theme=dark");
+        let mut only_ours = HeaderMap::new();
+        only_ours.insert(
+            header::COOKIE,
+            HeaderValue::from_static("tariff_console=v1.2.3.4"),
+        );
+        strip_console_cookies(&mut only_ours);
+        assert!(only_ours.get(header::COOKIE).is_none());
+    }
 }
