@@ -147,6 +147,8 @@ pub struct Config {
     pub payments: PaymentsConfig,
     /// Top-ups in DEX-liquid tokens, per network (`[[topup]]`); none by default.
     pub topup: Vec<crate::topup::config::TopupNetwork>,
+    /// Whether quotes and revenue are counted per minute and rule (the console's figures).
+    pub aggregates: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -166,6 +168,8 @@ struct RawConfig {
     unpriced: Option<UnpricedPolicy>,
     max_body_bytes: Option<usize>,
     signups_per_minute: Option<u32>,
+    /// The per-minute figures of the console (`quote_stats`, `rule_revenue`); on by default.
+    aggregates: Option<bool>,
     #[serde(default)]
     quotes: RawQuotes,
     #[serde(default)]
@@ -644,6 +648,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         networks,
         payments,
         topup,
+        aggregates: raw.aggregates.unwrap_or(true),
     })
 }
 

@@ -79,7 +79,10 @@ pub async fn build_state(config: Config, opts: BuildOptions) -> anyhow::Result<A
         };
         Some(db)
     };
-    let quote_stats = db.clone().map(QuoteStats::new);
+    let quote_stats = db
+        .clone()
+        .filter(|_| config.aggregates)
+        .map(QuoteStats::new);
     let accounts = match db.clone() {
         Some(db) => {
             let accounts = Accounts::new(
