@@ -141,36 +141,43 @@ pub struct CsrfForm {
     csrf: String,
 }
 
-/// Checks a form of the console: a session, and its form token.
-fn form_session(
-    state: &AppState,
-    headers: &HeaderMap,
-    csrf: &str,
-) -> Result<Session, Box<Response>> {
-    let Some(s) = session_of(state, headers) else {
-        return Err(Box::new(redirect("/console/login")));
-    };
-    if !session::same_token(&s.csrf, csrf) {
-        return Err(Box::new(page(
+/// A console page's session, as an extractor: without one, a 303 to the login form (a 404 when
+/// the console is off).
+pub struct Console(pub Session);
+
+impl axum::extract::FromRequestParts<AppState> for Console {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &AppState,
+    ) -> Result<Self, Response> {
+        if let Err(off) = enabled(state) {
+            return Err(off.into_response());
+        }
+        session_of(state, &parts.headers)
+            .map(Console)
+            .ok_or_else(|| redirect("/console/login"))
+    }
+}
+
+/// The refusal of a form that does not carry its session's token (another site's doing).
+fn forged(s: &Session, csrf: &str) -> Option<Response> {
+    (!session::same_token(&s.csrf, csrf)).then(|| {
+        page(
             StatusCode::FORBIDDEN,
             html::message(
                 "Refused",
                 "This form did not come from your console session.",
             ),
-        )));
-    }
-    Ok(s)
+        )
+    })
 }
 
 /// `POST /console/logout`.
-pub async fn logout(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Form(form): Form<CsrfForm>,
-) -> Result<Response, ApiError> {
-    enabled(&state)?;
-    if let Err(refused) = form_session(&state, &headers, &form.csrf) {
-        return Ok(*refused);
+pub async fn logout(Console(s): Console, Form(form): Form<CsrfForm>) -> Result<Response, ApiError> {
+    if let Some(refused) = forged(&s, &form.csrf) {
+        return Ok(refused);
     }
     let mut resp = redirect("/console/login");
     resp.headers_mut().insert(
@@ -186,12 +193,8 @@ pub async fn logout(
 /// `GET /console`: the overview (what each rule earned in the last 24 hours).
 pub async fn overview(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Console(s): Console,
 ) -> Result<Response, ApiError> {
-    enabled(&state)?;
-    let Some(s) = session_of(&state, &headers) else {
-        return Ok(redirect("/console/login"));
-    };
     let now = state.quotes.clock.now();
     let since = now.0.saturating_sub(24 * 3_600_000);
     let since_ms = i64::try_from(since - since % 60_000).unwrap_or(0);
@@ -250,13 +253,9 @@ pub struct RulesQuery {
 /// revert) and the preview form.
 pub async fn rules(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Console(s): Console,
     q: Result<axum::extract::Query<RulesQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    enabled(&state)?;
-    let Some(s) = session_of(&state, &headers) else {
-        return Ok(redirect("/console/login"));
-    };
     let q = q.map(|q| q.0).unwrap_or_default();
     let notice = match (q.saved, q.reverted) {
         (Some(f), _) => Some(format!("Saved {f}; the new rules are serving.")),
@@ -321,14 +320,12 @@ pub struct PreviewForm {
 /// `POST /console/rules/preview`: the price of a request under the live rules.
 pub async fn preview(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Console(s): Console,
     Form(form): Form<PreviewForm>,
 ) -> Result<Response, ApiError> {
-    enabled(&state)?;
-    let s = match form_session(&state, &headers, &form.csrf) {
-        Ok(s) => s,
-        Err(refused) => return Ok(*refused),
-    };
+    if let Some(refused) = forged(&s, &form.csrf) {
+        return Ok(refused);
+    }
     let mut pairs = Vec::new();
     let mut bad = None;
     for line in form.headers.lines().filter(|l| !l.trim().is_empty()) {
@@ -376,13 +373,9 @@ pub struct FileQuery {
 /// `GET /console/rules/edit?file=…`: a rule file in an editor.
 pub async fn edit_form(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Console(s): Console,
     axum::extract::Query(q): axum::extract::Query<FileQuery>,
 ) -> Result<Response, ApiError> {
-    enabled(&state)?;
-    let Some(s) = session_of(&state, &headers) else {
-        return Ok(redirect("/console/login"));
-    };
     match state.rules.read_file(&q.file) {
         Ok(text) => Ok(page(StatusCode::OK, html::editor(&s, &q.file, &text, None))),
         Err(e) => Ok(page(
@@ -402,14 +395,12 @@ pub struct SaveForm {
 /// `POST /console/rules/save`: checked with the whole directory, written, loaded.
 pub async fn save(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Console(s): Console,
     Form(form): Form<SaveForm>,
 ) -> Result<Response, ApiError> {
-    enabled(&state)?;
-    let s = match form_session(&state, &headers, &form.csrf) {
-        Ok(s) => s,
-        Err(refused) => return Ok(*refused),
-    };
+    if let Some(refused) = forged(&s, &form.csrf) {
+        return Ok(refused);
+    }
     // Browsers send textarea lines with CRLF.
     let text = form.text.replace("\r\n", "\n");
     match state.rules.save_file(&form.file, &text) {
@@ -434,12 +425,11 @@ pub async fn save(
 /// `POST /console/rules/revert`: the previous version of a file back.
 pub async fn revert(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Console(s): Console,
     Form(form): Form<RevertForm>,
 ) -> Result<Response, ApiError> {
-    enabled(&state)?;
-    if let Err(refused) = form_session(&state, &headers, &form.csrf) {
-        return Ok(*refused);
+    if let Some(refused) = forged(&s, &form.csrf) {
+        return Ok(refused);
     }
     match state.rules.revert_file(&form.file) {
         Ok(()) => {
@@ -477,12 +467,8 @@ fn redirect_to(to: &str) -> Response {
 /// `GET /console/ledger`: the ledger's check, accounts and balances, a grant form.
 pub async fn ledger(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Console(s): Console,
 ) -> Result<Response, ApiError> {
-    enabled(&state)?;
-    let Some(s) = session_of(&state, &headers) else {
-        return Ok(redirect("/console/login"));
-    };
     ledger_page(&state, &s, StatusCode::OK, None).await
 }
 
@@ -510,14 +496,12 @@ pub struct GrantForm {
 /// `POST /console/ledger/grant`: credits granted (or taken back) with a reason, once per id.
 pub async fn grant(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Console(s): Console,
     Form(form): Form<GrantForm>,
 ) -> Result<Response, ApiError> {
-    enabled(&state)?;
-    let s = match form_session(&state, &headers, &form.csrf) {
-        Ok(s) => s,
-        Err(refused) => return Ok(*refused),
-    };
+    if let Some(refused) = forged(&s, &form.csrf) {
+        return Ok(refused);
+    }
     let outcome = match (
         form.amount.trim().parse::<i64>(),
         crate::ledger::AccountId::new(form.account.trim()),
@@ -546,12 +530,8 @@ pub async fn grant(
 /// `GET /console/payments`: payments by status, the recent ones and top-ups, reconcile.
 pub async fn payments(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Console(s): Console,
 ) -> Result<Response, ApiError> {
-    enabled(&state)?;
-    let Some(s) = session_of(&state, &headers) else {
-        return Ok(redirect("/console/login"));
-    };
     payments_page(&state, &s, None).await
 }
 
@@ -583,14 +563,12 @@ async fn payments_page(
 /// `POST /console/payments/reconcile`.
 pub async fn reconcile(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Console(s): Console,
     Form(form): Form<CsrfForm>,
 ) -> Result<Response, ApiError> {
-    enabled(&state)?;
-    let s = match form_session(&state, &headers, &form.csrf) {
-        Ok(s) => s,
-        Err(refused) => return Ok(*refused),
-    };
+    if let Some(refused) = forged(&s, &form.csrf) {
+        return Ok(refused);
+    }
     let msg = match &state.payments {
         Some(p) => match p.reconcile_once().await {
             Ok(r) => format!(
@@ -655,13 +633,9 @@ pub struct ExperimentQuery {
 /// `GET /console/experiments`: the running experiment's comparison, or the form to start one.
 pub async fn experiments(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Console(s): Console,
     q: Result<axum::extract::Query<ExperimentQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    enabled(&state)?;
-    let Some(s) = session_of(&state, &headers) else {
-        return Ok(redirect("/console/login"));
-    };
     if let Some(shadow) = state.rules.shadow() {
         let rows = experiment_rows(&state, &shadow).await?;
         return Ok(page(
@@ -686,14 +660,12 @@ pub async fn experiments(
 /// `POST /console/experiments/start`: a candidate version of a file as the shadow.
 pub async fn start_experiment(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Console(s): Console,
     Form(form): Form<SaveForm>,
 ) -> Result<Response, ApiError> {
-    enabled(&state)?;
-    let s = match form_session(&state, &headers, &form.csrf) {
-        Ok(s) => s,
-        Err(refused) => return Ok(*refused),
-    };
+    if let Some(refused) = forged(&s, &form.csrf) {
+        return Ok(refused);
+    }
     let text = form.text.replace("\r\n", "\n");
     match state
         .rules
@@ -719,12 +691,11 @@ pub async fn start_experiment(
 /// `POST /console/experiments/stop`.
 pub async fn stop_experiment(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Console(s): Console,
     Form(form): Form<CsrfForm>,
 ) -> Result<Response, ApiError> {
-    enabled(&state)?;
-    if let Err(refused) = form_session(&state, &headers, &form.csrf) {
-        return Ok(*refused);
+    if let Some(refused) = forged(&s, &form.csrf) {
+        return Ok(refused);
     }
     state.rules.stop_shadow();
     Ok(redirect("/console/experiments"))
@@ -733,12 +704,11 @@ pub async fn stop_experiment(
 /// `POST /console/experiments/apply`: the candidate becomes the live rules.
 pub async fn apply_experiment(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Console(s): Console,
     Form(form): Form<CsrfForm>,
 ) -> Result<Response, ApiError> {
-    enabled(&state)?;
-    if let Err(refused) = form_session(&state, &headers, &form.csrf) {
-        return Ok(*refused);
+    if let Some(refused) = forged(&s, &form.csrf) {
+        return Ok(refused);
     }
     let Some(file) = state.rules.shadow().map(|s| s.file.clone()) else {
         return Ok(page(
