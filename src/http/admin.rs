@@ -379,3 +379,130 @@ pub async fn experiments(
     }))
     .into_response())
 }
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileBody {
+    text: String,
+}
+
+fn edit_failed(e: crate::pricing::edit::EditError) -> ApiError {
+    use crate::pricing::edit::EditError;
+    match e {
+        EditError::UnknownFile(_) => ApiError::not_found("unknown_rule_file", e.to_string()),
+        EditError::NoPrevious(_) => ApiError::new(
+            axum::http::StatusCode::CONFLICT,
+            "no_previous_version",
+            e.to_string(),
+        ),
+        EditError::Invalid(_) => ApiError::new(
+            axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+            "rules_invalid",
+            e.to_string(),
+        ),
+        EditError::Io(_) => ApiError::unavailable("rules_unwritable", e.to_string()),
+    }
+}
+
+/// `GET /admin/rules/files/{name}`: a rule file's text.
+pub async fn rule_file(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    axum::extract::Path(name): axum::extract::Path<String>,
+) -> Result<Response, ApiError> {
+    check_admin(&state, &headers)?;
+    let text = state.rules.read_file(&name).map_err(edit_failed)?;
+    Ok(Json(json!({
+        "file": name,
+        "text": text,
+        "has_previous": state.rules.has_previous(&name),
+    }))
+    .into_response())
+}
+
+/// `PUT /admin/rules/files/{name} {"text"}`: checked with the whole directory, written, loaded
+/// (422 `rules_invalid` with the loader's messages otherwise).
+pub async fn save_rule_file(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    axum::extract::Path(name): axum::extract::Path<String>,
+    body: Result<Json<FileBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    super::credits::check_admin_write(&state, &headers)?;
+    let Json(b) = body.map_err(|e| ApiError::bad_request("invalid_body", e.body_text()))?;
+    state.rules.save_file(&name, &b.text).map_err(edit_failed)?;
+    Ok(
+        Json(json!({"file": name, "rules_generation": state.rules.status().generation}))
+            .into_response(),
+    )
+}
+
+/// `POST /admin/rules/files/{name}/revert`: the previous version back.
+pub async fn revert_rule_file(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    axum::extract::Path(name): axum::extract::Path<String>,
+) -> Result<Response, ApiError> {
+    super::credits::check_admin_write(&state, &headers)?;
+    state.rules.revert_file(&name).map_err(edit_failed)?;
+    Ok(
+        Json(json!({"file": name, "rules_generation": state.rules.status().generation}))
+            .into_response(),
+    )
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExperimentBody {
+    file: String,
+    text: String,
+}
+
+/// `POST /admin/experiments {"file","text"}`: a candidate version of a file as the shadow.
+pub async fn start_experiment(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Json<ExperimentBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    super::credits::check_admin_write(&state, &headers)?;
+    let Json(b) = body.map_err(|e| ApiError::bad_request("invalid_body", e.body_text()))?;
+    state
+        .rules
+        .start_shadow(&b.file, &b.text, state.quotes.clock.now())
+        .map_err(edit_failed)?;
+    Ok((
+        axum::http::StatusCode::CREATED,
+        Json(json!({"running": true, "file": b.file})),
+    )
+        .into_response())
+}
+
+/// `DELETE /admin/experiments`: stops the experiment (nothing is written).
+pub async fn stop_experiment(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    super::credits::check_admin_write(&state, &headers)?;
+    state.rules.stop_shadow();
+    Ok(Json(json!({"running": false})).into_response())
+}
+
+/// `POST /admin/experiments/apply`: the candidate becomes the live rules.
+pub async fn apply_experiment(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    super::credits::check_admin_write(&state, &headers)?;
+    let Some(file) = state.rules.shadow().map(|s| s.file.clone()) else {
+        return Err(ApiError::new(
+            axum::http::StatusCode::CONFLICT,
+            "no_experiment",
+            "no experiment is running",
+        ));
+    };
+    state.rules.apply_shadow().map_err(edit_failed)?;
+    Ok(
+        Json(json!({"applied": file, "rules_generation": state.rules.status().generation}))
+            .into_response(),
+    )
+}

@@ -86,7 +86,21 @@ pub fn app(state: AppState) -> Router {
         .route("/admin/rules", get(admin::rules))
         .route("/admin/preview", post(admin::preview))
         .route("/admin/ledger", get(admin::ledger))
-        .route("/admin/experiments", get(admin::experiments))
+        .route(
+            "/admin/experiments",
+            get(admin::experiments)
+                .post(admin::start_experiment)
+                .delete(admin::stop_experiment),
+        )
+        .route("/admin/experiments/apply", post(admin::apply_experiment))
+        .route(
+            "/admin/rules/files/{name}",
+            get(admin::rule_file).put(admin::save_rule_file),
+        )
+        .route(
+            "/admin/rules/files/{name}/revert",
+            post(admin::revert_rule_file),
+        )
         .route("/admin/payments", get(admin::payments))
         .route("/admin/payments/reconcile", post(admin::reconcile))
         .route("/console", get(console::overview))

@@ -2,7 +2,7 @@
 //! from the per-minute aggregates, after quotes, a request paid from credits and one paid on
 //! chain; and the admin token guarding it.
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::credits::{ADMIN, grant, open};
 use crate::harness::{Reply, TestApp, repo_rules};
@@ -174,4 +174,98 @@ async fn revenue_per_rule_counts_quotes_credits_and_on_chain_payments() {
             "{uri}"
         );
     }
+}
+
+async fn admin_send(app: &TestApp, method: &str, uri: &str, body: Option<Value>) -> Reply {
+    let mut req = axum::http::Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("authorization", format!("Bearer {ADMIN}"));
+    if body.is_some() {
+        req = req.header("content-type", "application/json");
+    }
+    let body = body.map_or(axum::body::Body::empty(), |b| {
+        axum::body::Body::from(b.to_string())
+    });
+    Reply::read(app.send(req.body(body).unwrap()).await).await
+}
+
+/// Rule files and price experiments through the JSON API: read, a refused and an applied
+/// save, a revert, and an experiment started, compared, stopped, then applied.
+#[tokio::test]
+async fn rule_files_and_experiments_over_the_json_api() {
+    let dir = crate::harness::TempDir::new("admin-files");
+    let file = dir.path().join("search.toml");
+    std::fs::copy(repo_rules().join("search.toml"), &file).unwrap();
+    let original = std::fs::read_to_string(&file).unwrap();
+    let app = TestApp::start(
+        dir.path(),
+        &[
+            ("TARIFF_DATABASE_URL", crate::db::fresh_postgres().await),
+            ("TARIFF_ADMIN_TOKEN", ADMIN.to_string()),
+        ],
+    )
+    .await;
+    let cheaper = original.replace("$0.02", "$0.03");
+    let uri = "/admin/rules/files/search.toml";
+    let r = admin_send(&app, "GET", uri, None).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["text"], original.as_str());
+    assert_eq!(r.json()["has_previous"], false);
+    let r = admin_send(&app, "PUT", uri, Some(json!({"text": "[[route]]\nid = 1"}))).await;
+    assert_eq!((r.status, r.error_code().as_str()), (422, "rules_invalid"));
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), original);
+    let r = admin_send(&app, "PUT", uri, Some(json!({"text": cheaper}))).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(app.get("/search?q=api+edit").await.amount(), 30_000);
+    assert_eq!(
+        admin_send(&app, "GET", uri, None).await.json()["has_previous"],
+        true
+    );
+    let r = admin_send(&app, "POST", "/admin/rules/files/search.toml/revert", None).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(app.get("/search?q=api+revert").await.amount(), 20_000);
+    let r = admin_send(&app, "GET", "/admin/rules/files/nope.toml", None).await;
+    assert_eq!(
+        (r.status, r.error_code().as_str()),
+        (404, "unknown_rule_file")
+    );
+    let r = get_with(&app, uri, &[]).await;
+    assert_eq!(r.status, 401);
+
+    // An experiment: started, compared on live traffic, stopped; then started again and applied.
+    let start = json!({"file": "search.toml", "text": cheaper});
+    let r = admin_send(&app, "POST", "/admin/experiments", Some(start.clone())).await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        app.get("/search?q=api+shadow").await.amount(),
+        20_000,
+        "live price"
+    );
+    let e = admin_send(&app, "GET", "/admin/experiments", None)
+        .await
+        .json();
+    let row = &e["rules"][0];
+    assert_eq!(
+        (
+            row["compared"]["requests"].as_u64(),
+            row["compared"]["candidate_usd_micros"].as_u64()
+        ),
+        (Some(1), Some(30_000)),
+        "{e}"
+    );
+    let r = admin_send(&app, "DELETE", "/admin/experiments", None).await;
+    assert_eq!(r.json()["running"], false);
+    let r = admin_send(&app, "POST", "/admin/experiments/apply", None).await;
+    assert_eq!((r.status, r.error_code().as_str()), (409, "no_experiment"));
+    admin_send(&app, "POST", "/admin/experiments", Some(start)).await;
+    let r = admin_send(&app, "POST", "/admin/experiments/apply", None).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(app.get("/search?q=api+applied").await.amount(), 30_000);
+    assert_eq!(
+        admin_send(&app, "GET", "/admin/experiments", None)
+            .await
+            .json()["running"],
+        false
+    );
 }
