@@ -77,6 +77,21 @@ pub struct QuoteStats {
     db: Db,
 }
 
+impl RuleFigures {
+    /// Earned on chain and from credits.
+    pub fn revenue(&self) -> i64 {
+        self.revenue_onchain_usd_micros + self.revenue_credits_usd_micros
+    }
+
+    /// Paid requests per quote, in basis points (integers only; 0 without quotes).
+    pub fn conversion_bps(&self) -> i64 {
+        if self.quotes <= 0 {
+            return 0;
+        }
+        (self.paid_onchain + self.paid_credits).saturating_mul(10_000) / self.quotes
+    }
+}
+
 /// Per rule, over a window: quotes issued and what was asked, requests charged and earned.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct RuleFigures {

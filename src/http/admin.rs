@@ -10,9 +10,9 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::AppState;
 use super::credits::check_admin;
 use super::error::ApiError;
+use super::{AppState, payments_of};
 use crate::db::{RuleFigures, quote_stats};
 
 #[derive(Debug, Deserialize)]
@@ -20,14 +20,6 @@ use crate::db::{RuleFigures, quote_stats};
 pub struct Window {
     /// How far back, in hours (default 24, at most 90 days).
     hours: Option<u64>,
-}
-
-/// Paid requests per quote, in basis points (integers only; 0 without quotes).
-pub fn conversion_bps(f: &RuleFigures) -> i64 {
-    if f.quotes <= 0 {
-        return 0;
-    }
-    (f.paid_onchain + f.paid_credits).saturating_mul(10_000) / f.quotes
 }
 
 fn figures_json(f: &RuleFigures) -> serde_json::Value {
@@ -38,8 +30,8 @@ fn figures_json(f: &RuleFigures) -> serde_json::Value {
         "paid_credits": f.paid_credits,
         "revenue_onchain_usd_micros": f.revenue_onchain_usd_micros,
         "revenue_credits_usd_micros": f.revenue_credits_usd_micros,
-        "revenue_usd_micros": f.revenue_onchain_usd_micros + f.revenue_credits_usd_micros,
-        "conversion_bps": conversion_bps(f),
+        "revenue_usd_micros": f.revenue(),
+        "conversion_bps": f.conversion_bps(),
     })
 }
 
@@ -336,15 +328,6 @@ pub async fn reconcile(
         "errors": report.errors,
     }))
     .into_response())
-}
-
-fn payments_of(state: &AppState) -> Result<&std::sync::Arc<crate::payment::Payments>, ApiError> {
-    state.payments.as_ref().ok_or_else(|| {
-        ApiError::unavailable(
-            "payments_unavailable",
-            "this server keeps no payment records (no database)",
-        )
-    })
 }
 
 /// `GET /admin/experiments`: the running price experiment (a shadow rule set) and its

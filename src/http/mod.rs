@@ -136,6 +136,16 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// The payment records, or 503 on a server without a database.
+pub(crate) fn payments_of(state: &AppState) -> Result<&Arc<crate::payment::Payments>, ApiError> {
+    state.payments.as_ref().ok_or_else(|| {
+        ApiError::unavailable(
+            "payments_unavailable",
+            "this server keeps no payment records (no database)",
+        )
+    })
+}
+
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// A caller's request id worth keeping (a proxy's, say): short and plain.

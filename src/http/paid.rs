@@ -11,11 +11,11 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde_json::Value;
 
-use super::AppState;
 use super::credits::{QuotedRequest, actual_price};
 use super::error::ApiError;
 use super::metrics::PaymentOutcome;
 use super::payment_required::{self, v1_requirement_json, v2_requirement};
+use super::{AppState, payments_of};
 use crate::payment::idempotency::{StoredAnswer, Taken};
 use crate::payment::matching::{self, Advertised};
 use crate::payment::pipeline::{Charged, Credited, Summary, Unsettled};
@@ -145,7 +145,7 @@ pub async fn serve_paid(
         }
         return pay(state, decoded, quote, fresh, req, bytes).await;
     };
-    let payments = payments_of(state)?;
+    let payments = payments_of(state)?.clone();
     let key = format!("{}:{id}", req.route.id);
     let fingerprint = decoded.fingerprint(&quote.request_hash);
     let now = state.quotes.clock.now();
@@ -238,15 +238,6 @@ fn replayed(a: StoredAnswer) -> Response {
     resp
 }
 
-fn payments_of(state: &AppState) -> Result<Arc<crate::payment::Payments>, ApiError> {
-    state.payments.clone().ok_or_else(|| {
-        ApiError::unavailable(
-            "payments_unavailable",
-            "this server keeps no payment records (no database)",
-        )
-    })
-}
-
 async fn pay(
     state: &AppState,
     decoded: matching::Decoded,
@@ -273,7 +264,7 @@ async fn pay(
         Ok(m) => m,
         Err(e) => return refuse(e),
     };
-    let payments = payments_of(state)?;
+    let payments = payments_of(state)?.clone();
     let verified = match payments.verify(matched).await {
         Ok(v) => v,
         Err(e) => return refuse(e),

@@ -18,12 +18,12 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::AppState;
 use super::credits::{accounts, bearer};
 use super::error::ApiError;
 use super::metrics::PaymentOutcome;
 use super::paid::payment_header;
 use super::payment_required::{self, v1_requirement_json, v2_requirement};
+use super::{AppState, payments_of};
 use crate::ledger::AccountId;
 use crate::money::UsdMicros;
 use crate::payment::PaymentError;
@@ -215,15 +215,6 @@ async fn over_daily_cap(
         }));
     }
     Ok(None)
-}
-
-fn payments_of(state: &AppState) -> Result<&Arc<crate::payment::Payments>, ApiError> {
-    state.payments.as_ref().ok_or_else(|| {
-        ApiError::unavailable(
-            "payments_unavailable",
-            "this server keeps no payment records (no database)",
-        )
-    })
 }
 
 /// A small JSON body, parsed strictly (duplicate keys and the like are refused).

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use super::reload::RulesHandle;
-use super::rules::{RuleErrors, load_sources, rule_files};
+use super::rules::{RuleErrors, RuleSet, load_sources, rule_files};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EditError {
@@ -49,7 +49,7 @@ impl RulesHandle {
             .collect()
     }
 
-    fn existing(&self, name: &str) -> Result<PathBuf, EditError> {
+    pub(super) fn existing(&self, name: &str) -> Result<PathBuf, EditError> {
         if !plain_name(name) || !self.file_names().iter().any(|n| n == name) {
             return Err(EditError::UnknownFile(name.to_string()));
         }
@@ -66,7 +66,7 @@ impl RulesHandle {
     }
 
     /// Compiles the directory as it would be with `name` holding `text`.
-    fn check_with(&self, name: &str, text: &str) -> Result<(), EditError> {
+    pub(super) fn compile_with(&self, name: &str, text: &str) -> Result<RuleSet, EditError> {
         let mut sources = Vec::new();
         for path in rule_files(self.dir()).map_err(EditError::Io)? {
             let body = if path.file_name().and_then(|f| f.to_str()) == Some(name) {
@@ -76,9 +76,11 @@ impl RulesHandle {
             };
             sources.push((path, body));
         }
-        load_sources(&sources, self.env(), self.options())
-            .map(|_| ())
-            .map_err(EditError::Invalid)
+        load_sources(&sources, self.env(), self.options()).map_err(EditError::Invalid)
+    }
+
+    fn check_with(&self, name: &str, text: &str) -> Result<(), EditError> {
+        self.compile_with(name, text).map(|_| ())
     }
 
     /// Writes `text` as `name` if the directory then compiles, keeping the version it

@@ -14,7 +14,7 @@ use super::Decision;
 use super::edit::EditError;
 use super::expr::EvalInput;
 use super::reload::RulesHandle;
-use super::rules::{RuleSet, load_sources, rule_files};
+use super::rules::RuleSet;
 use crate::money::UsdMicros;
 use crate::time::UnixMillis;
 
@@ -113,20 +113,8 @@ pub fn projected(observed: u64, c: &Compared) -> u64 {
 impl RulesHandle {
     /// Loads the directory with `file` replaced by `text` as the shadow (checked like a save).
     pub fn start_shadow(&self, file: &str, text: &str, now: UnixMillis) -> Result<(), EditError> {
-        if !super::edit::plain_name(file) || !self.file_names().iter().any(|n| n == file) {
-            return Err(EditError::UnknownFile(file.to_string()));
-        }
-        let mut sources = Vec::new();
-        for path in rule_files(self.dir()).map_err(EditError::Io)? {
-            let body = if path.file_name().and_then(|f| f.to_str()) == Some(file) {
-                text.to_string()
-            } else {
-                std::fs::read_to_string(&path)
-                    .map_err(|e| EditError::Io(format!("{}: {e}", path.display())))?
-            };
-            sources.push((path, body));
-        }
-        let set = load_sources(&sources, self.env(), self.options()).map_err(EditError::Invalid)?;
+        self.existing(file)?;
+        let set = self.compile_with(file, text)?;
         self.set_shadow(Some(Arc::new(Shadow {
             set,
             file: file.to_string(),

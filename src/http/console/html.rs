@@ -91,22 +91,16 @@ fn percent(bps: i64) -> String {
     format!("{}.{}%", bps / 100, (bps % 100) / 10)
 }
 
-fn conversion_bps(f: &RuleFigures) -> i64 {
-    if f.quotes <= 0 {
-        return 0;
-    }
-    (f.paid_onchain + f.paid_credits).saturating_mul(10_000) / f.quotes
-}
-
-fn revenue(f: &RuleFigures) -> i64 {
-    f.revenue_onchain_usd_micros + f.revenue_credits_usd_micros
-}
-
 /// Horizontal bars of revenue per rule (widths in integer pixels).
 fn revenue_chart(figures: &[RuleFigures]) -> String {
     const WIDTH: i64 = 420;
     const ROW: i64 = 22;
-    let max = figures.iter().map(revenue).max().unwrap_or(0).max(1);
+    let max = figures
+        .iter()
+        .map(RuleFigures::revenue)
+        .max()
+        .unwrap_or(0)
+        .max(1);
     let height = ROW * figures.len() as i64 + 4;
     let mut svg = format!(
         "<svg role=img aria-label=\"Revenue per rule\" width=\"{}\" height=\"{height}\" xmlns=\"http://www.w3.org/2000/svg\">",
@@ -114,7 +108,7 @@ fn revenue_chart(figures: &[RuleFigures]) -> String {
     );
     for (i, f) in figures.iter().enumerate() {
         let y = ROW * i as i64 + 2;
-        let w = revenue(f) * WIDTH / max;
+        let w = f.revenue() * WIDTH / max;
         let _ = write!(
             svg,
             "<text x=\"0\" y=\"{ty}\" font-size=\"12\">{label}</text>\
@@ -122,7 +116,7 @@ fn revenue_chart(figures: &[RuleFigures]) -> String {
              <text x=\"{tx}\" y=\"{ty}\" font-size=\"12\">{amount}</text>",
             ty = y + 13,
             label = escape(&format!("{}/{}", f.route, f.rule)),
-            amount = usd(revenue(f)),
+            amount = usd(f.revenue()),
             tx = 206 + w,
         );
     }
@@ -194,7 +188,7 @@ pub fn overview(
         .iter()
         .map(|f| f.paid_onchain + f.paid_credits)
         .sum();
-    let earned: i64 = figures.iter().map(revenue).sum();
+    let earned: i64 = figures.iter().map(RuleFigures::revenue).sum();
     let onchain: i64 = figures.iter().map(|f| f.revenue_onchain_usd_micros).sum();
     let overall = if quotes > 0 {
         paid.saturating_mul(10_000) / quotes
@@ -250,9 +244,9 @@ pub fn overview(
             f.quotes,
             f.paid_onchain,
             f.paid_credits,
-            percent(conversion_bps(f)),
+            percent(f.conversion_bps()),
             usd(f.quoted_usd_micros),
-            usd(revenue(f)),
+            usd(f.revenue()),
         );
     }
     let _ = write!(
@@ -323,8 +317,8 @@ pub fn rules(v: &RulesView<'_>) -> String {
                 escape(&f.rule),
                 f.quotes,
                 f.paid_onchain + f.paid_credits,
-                percent(conversion_bps(f)),
-                usd(revenue(f)),
+                percent(f.conversion_bps()),
+                usd(f.revenue()),
             );
         }
     }

@@ -41,6 +41,15 @@ fn secure(state: &AppState) -> &'static str {
     }
 }
 
+/// A 303 to `to` (a page of this console).
+fn redirect(to: &str) -> Response {
+    let mut resp = StatusCode::SEE_OTHER.into_response();
+    if let Ok(v) = HeaderValue::from_str(to) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    resp
+}
+
 fn page(status: StatusCode, body: String) -> Response {
     let mut resp = (status, Html(body)).into_response();
     let h = resp.headers_mut();
@@ -53,13 +62,6 @@ fn page(status: StatusCode, body: String) -> Response {
         ),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    resp
-}
-
-fn redirect(to: &'static str) -> Response {
-    let mut resp = StatusCode::SEE_OTHER.into_response();
-    resp.headers_mut()
-        .insert(header::LOCATION, HeaderValue::from_static(to));
     resp
 }
 
@@ -195,9 +197,7 @@ pub async fn overview(
     State(state): State<AppState>,
     Console(s): Console,
 ) -> Result<Response, ApiError> {
-    let now = state.quotes.clock.now();
-    let since = now.0.saturating_sub(24 * 3_600_000);
-    let since_ms = i64::try_from(since - since % 60_000).unwrap_or(0);
+    let since_ms = super::admin::window_start(&state, 24);
     let figures = match &state.quote_stats {
         Some(stats) => quote_stats::rule_figures(stats.db(), since_ms)
             .await
@@ -406,7 +406,7 @@ pub async fn save(
     match state.rules.save_file(&form.file, &text) {
         Ok(()) => {
             tracing::info!(file = %form.file, "rule file saved from the console");
-            Ok(redirect_to(&format!(
+            Ok(redirect(&format!(
                 "/console/rules?saved={}",
                 urlencode(&form.file)
             )))
@@ -434,7 +434,7 @@ pub async fn revert(
     match state.rules.revert_file(&form.file) {
         Ok(()) => {
             tracing::info!(file = %form.file, "rule file reverted from the console");
-            Ok(redirect_to(&format!(
+            Ok(redirect(&format!(
                 "/console/rules?reverted={}",
                 urlencode(&form.file)
             )))
@@ -454,14 +454,6 @@ pub struct RevertForm {
 
 fn urlencode(s: &str) -> String {
     form_urlencoded::byte_serialize(s.as_bytes()).collect()
-}
-
-fn redirect_to(to: &str) -> Response {
-    let mut resp = StatusCode::SEE_OTHER.into_response();
-    if let Ok(v) = HeaderValue::from_str(to) {
-        resp.headers_mut().insert(header::LOCATION, v);
-    }
-    resp
 }
 
 /// `GET /console/ledger`: the ledger's check, accounts and balances, a grant form.
@@ -611,9 +603,7 @@ pub async fn experiment_rows(
             let observed = figures
                 .iter()
                 .find(|f| f.route == route && f.rule == rule)
-                .map_or(0, |f| {
-                    (f.revenue_onchain_usd_micros + f.revenue_credits_usd_micros).max(0) as u64
-                });
+                .map_or(0, |f| f.revenue().max(0) as u64);
             ExperimentRow {
                 projected_usd_micros: crate::pricing::shadow::projected(observed, &compared),
                 observed_usd_micros: observed,
@@ -719,7 +709,7 @@ pub async fn apply_experiment(
     match state.rules.apply_shadow() {
         Ok(()) => {
             tracing::info!(%file, "price experiment applied");
-            Ok(redirect_to(&format!(
+            Ok(redirect(&format!(
                 "/console/rules?saved={}",
                 urlencode(&file)
             )))
