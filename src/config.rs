@@ -149,6 +149,32 @@ pub struct Config {
     pub topup: Vec<crate::topup::config::TopupNetwork>,
     /// Whether quotes and revenue are counted per minute and rule (the console's figures).
     pub aggregates: bool,
+    /// Recording of pricing inputs for backtests (`[backtest]`); off by default.
+    pub backtest: BacktestConfig,
+}
+
+/// `[backtest]`: what a backtest may re-price, and how much of it is kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BacktestConfig {
+    /// Record what rules may read of each priced request.
+    pub record: bool,
+    /// Inputs older than this are deleted (and a backtest reaches back at most this far).
+    pub retention_days: u64,
+    /// An input larger than this (as stored JSON) is not recorded.
+    pub max_input_bytes: usize,
+    /// At most this many inputs are kept; the oldest go first.
+    pub max_rows: u64,
+}
+
+impl Default for BacktestConfig {
+    fn default() -> Self {
+        BacktestConfig {
+            record: false,
+            retention_days: 7,
+            max_input_bytes: 4096,
+            max_rows: 200_000,
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -180,6 +206,17 @@ struct RawConfig {
     payments: RawPayments,
     #[serde(default)]
     topup: Vec<crate::topup::config::RawTopup>,
+    #[serde(default)]
+    backtest: RawBacktest,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBacktest {
+    record: Option<bool>,
+    retention_days: Option<u64>,
+    max_input_bytes: Option<usize>,
+    max_rows: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -619,6 +656,8 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         ));
     }
 
+    let backtest = backtest_terms(&raw.backtest)?;
+
     Ok(Config {
         listen,
         public_url,
@@ -649,7 +688,37 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         payments,
         topup,
         aggregates: raw.aggregates.unwrap_or(true),
+        backtest,
     })
+}
+
+fn backtest_terms(b: &RawBacktest) -> Result<BacktestConfig, ConfigError> {
+    let d = BacktestConfig::default();
+    let c = BacktestConfig {
+        record: b.record.unwrap_or(d.record),
+        retention_days: b.retention_days.unwrap_or(d.retention_days),
+        max_input_bytes: b.max_input_bytes.unwrap_or(d.max_input_bytes),
+        max_rows: b.max_rows.unwrap_or(d.max_rows),
+    };
+    if !(1..=400).contains(&c.retention_days) {
+        return Err(invalid(
+            "backtest.retention_days",
+            "must be between 1 and 400",
+        ));
+    }
+    if !(64..=1 << 20).contains(&c.max_input_bytes) {
+        return Err(invalid(
+            "backtest.max_input_bytes",
+            "must be between 64 and 1048576",
+        ));
+    }
+    if !(1..=100_000_000).contains(&c.max_rows) {
+        return Err(invalid(
+            "backtest.max_rows",
+            "must be between 1 and 100000000",
+        ));
+    }
+    Ok(c)
 }
 
 fn network_terms(i: usize, n: RawNetwork, quote_ttl: u64) -> Result<NetworkConfig, ConfigError> {
@@ -1083,6 +1152,34 @@ mod tests {
             .unwrap();
         assert!(c.topup[0].permits(dai) && c.topup[0].offer == vec![dai]);
         assert_eq!(c.topup[0].policy.max_impact_bps, 100);
+        assert_eq!(c.backtest, BacktestConfig::default());
+    }
+
+    #[test]
+    fn backtest_recording_is_off_by_default_and_bounded() {
+        let c = from_toml("").unwrap();
+        assert!(!c.backtest.record);
+        let c =
+            from_toml("[backtest]\nrecord = true\nretention_days = 3\nmax_rows = 10\n").unwrap();
+        assert_eq!(
+            c.backtest,
+            BacktestConfig {
+                record: true,
+                retention_days: 3,
+                max_rows: 10,
+                ..BacktestConfig::default()
+            }
+        );
+        for (bad, setting) in [
+            ("retention_days = 0", "backtest.retention_days"),
+            ("retention_days = 401", "backtest.retention_days"),
+            ("max_input_bytes = 10", "backtest.max_input_bytes"),
+            ("max_rows = 0", "backtest.max_rows"),
+            ("keep = true", "keep"),
+        ] {
+            let e = from_toml(&format!("[backtest]\n{bad}\n")).unwrap_err();
+            assert!(e.contains(setting), "{bad}: {e}");
+        }
     }
 
     fn from_toml(text: &str) -> Result<Config, String> {

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 
 use crate::accounts::Accounts;
 use crate::config::{Config, DEMO_PAY_TO, NetworkConfig, Secret, Settlement};
+use crate::db::pricing_inputs::InputLog;
 use crate::db::{Db, QuoteStats};
 use crate::http::{AppState, StateInner, Upstream, app};
 use crate::ledger::Ledger;
@@ -83,6 +84,10 @@ pub async fn build_state(config: Config, opts: BuildOptions) -> anyhow::Result<A
         .clone()
         .filter(|_| config.aggregates)
         .map(QuoteStats::new);
+    let pricing_inputs = db
+        .clone()
+        .filter(|_| config.backtest.record)
+        .map(|db| InputLog::new(db, config.backtest));
     let accounts = match db.clone() {
         Some(db) => {
             let accounts = Accounts::new(
@@ -167,6 +172,7 @@ pub async fn build_state(config: Config, opts: BuildOptions) -> anyhow::Result<A
         upstream,
         http_client,
         quote_stats,
+        pricing_inputs,
         accounts,
         payments,
         signups: crate::http::rate_limit::TokenBucket::per_minute(signups_per_minute, opts_clock),
@@ -352,6 +358,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .quote_stats
         .as_ref()
         .map(|s| s.spawn_flusher(Duration::from_secs(10)));
+    let _inputs = state
+        .pricing_inputs
+        .as_ref()
+        .map(|l| l.spawn_flusher(Duration::from_secs(5), state.quotes.clock.clone()));
     let routes = state.rules.current().routes.len();
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -364,6 +374,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         "tariff serving"
     );
     let state_stats = state.quote_stats.clone();
+    let state_inputs = state.pricing_inputs.clone();
     axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown_signal())
         .await?;
@@ -371,6 +382,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         && let Err(e) = stats.flush().await
     {
         tracing::warn!(error = %e, "final quote statistics flush failed");
+    }
+    if let Some(log) = &state_inputs
+        && let Err(e) = log.flush().await
+    {
+        tracing::warn!(error = %e, "final pricing inputs flush failed");
     }
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! The database: PostgreSQL in production, SQLite as the embedded default. One schema in two
 //! dialects (`migrations/postgres`, `migrations/sqlite`), applied at connect.
 
+pub mod pricing_inputs;
 pub mod quote_stats;
 
 use std::path::Path;

@@ -341,8 +341,18 @@ pub async fn experiments(
         return Ok(Json(json!({"running": false})).into_response());
     };
     let rows = super::console::experiment_rows(&state, &shadow).await?;
-    let rows: Vec<_> = rows
-        .iter()
+    Ok(Json(json!({
+        "running": true,
+        "file": shadow.file,
+        "started_at_ms": shadow.started_at.0,
+        "unit": "usd_micros",
+        "rules": rows_json(&rows),
+    }))
+    .into_response())
+}
+
+fn rows_json(rows: &[super::console::ExperimentRow]) -> Vec<serde_json::Value> {
+    rows.iter()
         .map(|r| {
             json!({
                 "route": r.route,
@@ -352,13 +362,37 @@ pub async fn experiments(
                 "projected_usd_micros": r.projected_usd_micros,
             })
         })
-        .collect();
+        .collect()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BacktestBody {
+    file: String,
+    text: String,
+    days: u64,
+}
+
+/// `POST /admin/experiments/backtest {"file","text","days"}`: re-prices the pricing inputs
+/// recorded over the last `days` under the live rules and the candidate (nothing is written).
+pub async fn backtest(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Json<BacktestBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    // Reads only, but it burns CPU for seconds: as guarded as a write.
+    super::credits::check_admin_write(&state, &headers)?;
+    let Json(b) = body.map_err(|e| ApiError::bad_request("invalid_body", e.body_text()))?;
+    let report = super::backtest::run(&state, &b.file, &b.text, b.days).await?;
     Ok(Json(json!({
-        "running": true,
-        "file": shadow.file,
-        "started_at_ms": shadow.started_at.0,
+        "file": report.file,
+        "days": report.days,
+        "since_ms": report.since_ms,
+        "inputs": report.totals.inputs,
+        "not_priced_now": report.totals.not_priced_now,
+        "unreadable": report.totals.unreadable,
         "unit": "usd_micros",
-        "rules": rows,
+        "rules": rows_json(&report.rows),
     }))
     .into_response())
 }
@@ -369,7 +403,7 @@ pub struct FileBody {
     text: String,
 }
 
-fn edit_failed(e: crate::pricing::edit::EditError) -> ApiError {
+pub(super) fn edit_failed(e: crate::pricing::edit::EditError) -> ApiError {
     use crate::pricing::edit::EditError;
     match e {
         EditError::UnknownFile(_) => ApiError::not_found("unknown_rule_file", e.to_string()),

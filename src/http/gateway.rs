@@ -82,6 +82,13 @@ async fn gateway(state: &AppState, req: Request) -> Result<Response, ApiError> {
         state.metrics.pricing_error(&route.id);
         ApiError::internal("pricing_failed", e.to_string(), &e)
     })?;
+    // Backtests re-price what rules may read of past requests (when the operator records it).
+    if let Some(log) = &state.pricing_inputs {
+        log.record(
+            state.quotes.clock.now(),
+            &crate::pricing::backtest::StoredInput::of(&view, body_value),
+        );
+    }
     // A price experiment: the candidate prices the same request, never charged.
     if let Some(shadow) = state.rules.shadow() {
         let current = match &decision {

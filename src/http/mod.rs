@@ -1,6 +1,7 @@
 //! HTTP: axum routes. `app(state)` is the one router, used by `main` and by the tests.
 
 pub mod admin;
+pub mod backtest;
 pub mod console;
 pub mod credits;
 pub mod demo;
@@ -49,6 +50,8 @@ pub struct StateInner {
     pub http_client: reqwest::Client,
     /// Quotes issued per minute and rule (absent when running without a database).
     pub quote_stats: Option<QuoteStats>,
+    /// What rules may read of past requests, for backtests (`[backtest] record = true`).
+    pub pricing_inputs: Option<crate::db::pricing_inputs::InputLog>,
     /// Agent accounts and the credits ledger (absent when running without a database).
     pub accounts: Option<Accounts>,
     /// On-chain payments (absent when running without a database).
@@ -93,6 +96,7 @@ pub fn app(state: AppState) -> Router {
                 .delete(admin::stop_experiment),
         )
         .route("/admin/experiments/apply", post(admin::apply_experiment))
+        .route("/admin/experiments/backtest", post(admin::backtest))
         .route(
             "/admin/rules/files/{name}",
             get(admin::rule_file).put(admin::save_rule_file),
@@ -120,6 +124,7 @@ pub fn app(state: AppState) -> Router {
             post(console::start_experiment),
         )
         .route("/console/experiments/stop", post(console::stop_experiment))
+        .route("/console/experiments/backtest", post(console::backtest))
         .route(
             "/console/experiments/apply",
             post(console::apply_experiment),

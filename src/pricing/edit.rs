@@ -49,7 +49,7 @@ impl RulesHandle {
             .collect()
     }
 
-    pub(super) fn existing(&self, name: &str) -> Result<PathBuf, EditError> {
+    fn existing(&self, name: &str) -> Result<PathBuf, EditError> {
         if !plain_name(name) || !self.file_names().iter().any(|n| n == name) {
             return Err(EditError::UnknownFile(name.to_string()));
         }
@@ -66,7 +66,13 @@ impl RulesHandle {
     }
 
     /// Compiles the directory as it would be with `name` holding `text`.
-    pub(super) fn compile_with(&self, name: &str, text: &str) -> Result<RuleSet, EditError> {
+    /// The directory with `name` replaced by `text`, compiled (an experiment's candidate).
+    pub fn candidate(&self, name: &str, text: &str) -> Result<RuleSet, EditError> {
+        self.existing(name)?;
+        self.compile_with(name, text)
+    }
+
+    fn compile_with(&self, name: &str, text: &str) -> Result<RuleSet, EditError> {
         let mut sources = Vec::new();
         for path in rule_files(self.dir()).map_err(EditError::Io)? {
             let body = if path.file_name().and_then(|f| f.to_str()) == Some(name) {

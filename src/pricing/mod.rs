@@ -1,6 +1,7 @@
 //! Pricing: operator rules (CEL expressions in `pricing-rules/*.toml`), compiled and checked at
 //! load, evaluated per request, reloaded on change.
 
+pub mod backtest;
 pub mod discovery;
 pub mod edit;
 pub mod expr;

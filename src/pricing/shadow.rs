@@ -10,11 +10,11 @@ use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
-use super::Decision;
 use super::edit::EditError;
-use super::expr::EvalInput;
+use super::expr::{EvalInput, ExprEnv, RequestView};
 use super::reload::RulesHandle;
 use super::rules::RuleSet;
+use super::{Decision, PricingError};
 use crate::money::UsdMicros;
 use crate::time::UnixMillis;
 
@@ -58,34 +58,63 @@ impl std::fmt::Debug for Shadow {
     }
 }
 
-impl Shadow {
-    /// Prices the request with the candidate and adds it next to the current decision.
-    pub fn observe(&self, env: &super::expr::ExprEnv, o: Observed<'_>) {
-        let candidate = self
-            .set
-            .match_route(o.method, o.path)
-            .map(|(route, _)| route.decide(env, o.input));
-        let mut all = self.compared.lock().unwrap_or_else(|p| p.into_inner());
-        let c = all
-            .entry((o.route.to_string(), o.rule.to_string()))
-            .or_default();
-        c.requests += 1;
-        c.current_usd_micros = c.current_usd_micros.saturating_add(o.price.get());
+impl Compared {
+    /// Adds one request: what the live rules charge for it, and what `candidate` says.
+    pub fn add(&mut self, current: UsdMicros, candidate: Option<&Result<Decision, PricingError>>) {
+        self.requests += 1;
+        self.current_usd_micros = self.current_usd_micros.saturating_add(current.get());
         match candidate {
-            None => c.candidate_unpriced += 1,
-            Some(Err(_)) => c.candidate_errors += 1,
+            None => self.candidate_unpriced += 1,
+            Some(Err(_)) => self.candidate_errors += 1,
             Some(Ok(Decision::External { rule, .. })) => {
-                c.candidate_external += 1;
-                *c.candidate_rules.entry(rule).or_default() += 1;
+                self.candidate_external += 1;
+                *self.candidate_rules.entry(rule.clone()).or_default() += 1;
             }
             Some(Ok(Decision::Free { rule })) => {
-                *c.candidate_rules.entry(rule).or_default() += 1;
+                *self.candidate_rules.entry(rule.clone()).or_default() += 1;
             }
             Some(Ok(Decision::Priced { rule, price })) => {
-                c.candidate_usd_micros = c.candidate_usd_micros.saturating_add(price.get());
-                *c.candidate_rules.entry(rule).or_default() += 1;
+                self.candidate_usd_micros = self.candidate_usd_micros.saturating_add(price.get());
+                *self.candidate_rules.entry(rule.clone()).or_default() += 1;
             }
         }
+    }
+}
+
+/// How `set` prices a request: `None` when no route of it matches. The route's own path
+/// parameters replace the ones in `input`, since a candidate may name them differently.
+pub fn decide_in(
+    set: &RuleSet,
+    env: &ExprEnv,
+    method: &str,
+    path: &str,
+    input: &EvalInput<'_>,
+) -> Option<Result<Decision, PricingError>> {
+    let (route, params) = set.match_route(method, path)?;
+    if params == input.request.params {
+        return Some(route.decide(env, input));
+    }
+    let view = RequestView {
+        params,
+        ..input.request.clone()
+    };
+    Some(route.decide(
+        env,
+        &EvalInput {
+            request: &view,
+            ..*input
+        },
+    ))
+}
+
+impl Shadow {
+    /// Prices the request with the candidate and adds it next to the current decision.
+    pub fn observe(&self, env: &ExprEnv, o: Observed<'_>) {
+        let candidate = decide_in(&self.set, env, o.method, o.path, o.input);
+        let mut all = self.compared.lock().unwrap_or_else(|p| p.into_inner());
+        all.entry((o.route.to_string(), o.rule.to_string()))
+            .or_default()
+            .add(o.price, candidate.as_ref());
     }
 
     /// What was compared so far, per current route and rule.
@@ -113,8 +142,7 @@ pub fn projected(observed: u64, c: &Compared) -> u64 {
 impl RulesHandle {
     /// Loads the directory with `file` replaced by `text` as the shadow (checked like a save).
     pub fn start_shadow(&self, file: &str, text: &str, now: UnixMillis) -> Result<(), EditError> {
-        self.existing(file)?;
-        let set = self.compile_with(file, text)?;
+        let set = self.candidate(file, text)?;
         self.set_shadow(Some(Arc::new(Shadow {
             set,
             file: file.to_string(),

@@ -70,6 +70,38 @@ try {
   out.saved = await text("#notice");
   await shot("rules-saved");
 
+  // The price a buyer is quoted now (the 402's PAYMENT-REQUIRED header).
+  const priceOf = async (q) => {
+    const r = await fetch(`${args.url}/search?q=${q}`);
+    const header = r.headers.get("payment-required");
+    return JSON.parse(Buffer.from(header, "base64").toString()).accepts[0].amount;
+  };
+  out.priceAfterSave = await priceOf("after+the+save");
+
+  // A candidate at $0.05: backtested over the recorded requests, then run as a shadow on live
+  // traffic, then applied.
+  await page.goto(`${args.url}/console/experiments?file=search.toml`);
+  const live = await page.$eval("textarea[name=text]", (e) => e.value);
+  await page.$eval("textarea[name=text]", (e, v) => (e.value = v), live.replaceAll('"$0.03"', '"$0.05"'));
+  await Promise.all([page.waitForNavigation(), page.click("#run-backtest")]);
+  out.backtest = {
+    inputs: await text("#backtest-inputs"),
+    now: await text("#backtest-comparison tr:nth-child(2) td:nth-child(4)"),
+    candidate: await text("#backtest-comparison td.candidate"),
+  };
+  await shot("experiments-backtest");
+  await submit("form[action='/console/experiments/start']");
+  out.shadowPrices = [await priceOf("shadow+one"), await priceOf("shadow+two")];
+  await page.reload();
+  out.shadow = {
+    requests: await text("#comparison tr:nth-child(2) td:nth-child(3)"),
+    candidate: await text("#comparison td.candidate"),
+  };
+  await shot("experiments-shadow");
+  await submit("form[action='/console/experiments/apply']");
+  out.applied = await text("#notice");
+  out.priceAfterApply = await priceOf("after+the+experiment");
+
   await page.goto(`${args.url}/console/ledger`);
   out.ledgerCheck = await text("#check");
   await shot("ledger");

@@ -269,3 +269,152 @@ async fn rule_files_and_experiments_over_the_json_api() {
         false
     );
 }
+
+/// A backtest over the JSON API: the recorded requests re-priced under today's rules and a
+/// candidate, per live rule, with nothing written; what is recorded is only what rules read;
+/// and each refusal has its code.
+#[tokio::test]
+async fn a_backtest_reprices_the_recorded_requests() {
+    let dir = crate::harness::TempDir::new("admin-backtest");
+    let file = dir.path().join("search.toml");
+    std::fs::copy(repo_rules().join("search.toml"), &file).unwrap();
+    let original = std::fs::read_to_string(&file).unwrap();
+    let config = dir.path().join("tariff.conf");
+    std::fs::write(&config, "[backtest]\nrecord = true\nretention_days = 3\n").unwrap();
+    let db = crate::db::fresh_postgres().await;
+    let app = TestApp::start(
+        dir.path(),
+        &[
+            ("TARIFF_DATABASE_URL", db.clone()),
+            ("TARIFF_ADMIN_TOKEN", ADMIN.to_string()),
+            ("TARIFF_CONFIG", config.display().to_string()),
+        ],
+    )
+    .await;
+    let secret = "Bearer sk_never_stored";
+    for q in ["one", "two"] {
+        let r = get_with(
+            &app,
+            &format!("/search?q=backtest+{q}"),
+            &[("authorization", secret.to_string())],
+        )
+        .await;
+        assert_eq!(r.status, 402);
+    }
+    let r = app
+        .post_json("/search", r#"{"query":"x","documents":["a","b","c"]}"#)
+        .await;
+    assert_eq!(r.amount(), 120_000);
+
+    let candidate = original.replace("$0.02", "$0.03");
+    let run = |text: String, days: u64| {
+        admin_send(
+            &app,
+            "POST",
+            "/admin/experiments/backtest",
+            Some(json!({"file": "search.toml", "text": text, "days": days})),
+        )
+    };
+    let r = run(candidate.clone(), 1).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let b = r.json();
+    assert_eq!(
+        (b["inputs"].as_u64(), b["not_priced_now"].as_u64()),
+        (Some(3), Some(0)),
+        "{b}"
+    );
+    let row = |rule: &str| {
+        b["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["rule"] == rule)
+            .unwrap_or_else(|| panic!("{rule} in {b}"))
+            .clone()
+    };
+    let simple = row("simple-lookup");
+    assert_eq!(simple["compared"]["requests"], 2, "{b}");
+    assert_eq!(simple["compared"]["current_usd_micros"], 40_000, "{b}");
+    assert_eq!(simple["compared"]["candidate_usd_micros"], 60_000, "{b}");
+    let compare = row("compare-filings");
+    assert_eq!(compare["compared"]["current_usd_micros"], 120_000, "{b}");
+    assert_eq!(compare["compared"]["candidate_usd_micros"], 120_000, "{b}");
+    // Nothing was written or loaded: the live price is unchanged.
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), original);
+    assert_eq!(app.get("/search?q=backtest+after").await.amount(), 20_000);
+
+    // Only what rules may read was stored: no undeclared header.
+    let stored = app
+        .state
+        .pricing_inputs
+        .as_ref()
+        .unwrap()
+        .page(0, 0, 100)
+        .await
+        .unwrap();
+    assert!(stored.len() >= 3);
+    assert!(
+        stored.iter().all(|r| !r.input.contains("sk_never_stored")),
+        "{stored:?}"
+    );
+
+    // Refusals.
+    let r = run(candidate.clone(), 0).await;
+    assert_eq!((r.status, r.error_code().as_str()), (400, "invalid_days"));
+    let r = run(candidate.clone(), 4).await;
+    assert_eq!((r.status, r.error_code().as_str()), (400, "invalid_days"));
+    let r = run(original.replace("price = \"$0.02\"", "price = 2 +"), 1).await;
+    assert_eq!((r.status, r.error_code().as_str()), (422, "rules_invalid"));
+    let r = admin_send(
+        &app,
+        "POST",
+        "/admin/experiments/backtest",
+        Some(json!({"file": "nope.toml", "text": "", "days": 1})),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.error_code().as_str()),
+        (404, "unknown_rule_file")
+    );
+    let r = admin_send(
+        &app,
+        "POST",
+        "/admin/experiments/backtest",
+        Some(json!({"file": "search.toml", "days": 1})),
+    )
+    .await;
+    assert_eq!((r.status, r.error_code().as_str()), (400, "invalid_body"));
+    let unauthenticated = app
+        .send(
+            axum::http::Request::post("/admin/experiments/backtest")
+                .header("content-type", "application/json")
+                .body(axum::body::Body::from(
+                    json!({"file": "search.toml", "text": candidate, "days": 1}).to_string(),
+                ))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(unauthenticated.status(), 401);
+
+    // A server that does not record says so.
+    let plain = TestApp::start(
+        dir.path(),
+        &[
+            ("TARIFF_DATABASE_URL", db),
+            ("TARIFF_ADMIN_TOKEN", ADMIN.to_string()),
+        ],
+    )
+    .await;
+    assert!(plain.state.pricing_inputs.is_none());
+    let r = admin_send(
+        &plain,
+        "POST",
+        "/admin/experiments/backtest",
+        Some(json!({"file": "search.toml", "text": candidate, "days": 1})),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.error_code().as_str()),
+        (409, "backtest_not_recording")
+    );
+}

@@ -6,6 +6,7 @@
 
 use axum::body::Body;
 use axum::http::Request;
+use serde_json::json;
 use tariff::time::{Clock, UnixMillis};
 
 use crate::credits::{ADMIN, open};
@@ -472,7 +473,8 @@ async fn a_rule_is_previewed_edited_checked_reloaded_and_reverted() {
 
 /// The console in a real browser (Debian's chromium, headless, through puppeteer-core): log in,
 /// read the overview's figures, price a request with the preview form, have a broken rule edit
-/// refused with its message and a valid one applied, and open the ledger and payments pages.
+/// refused with its message and a valid one applied, backtest a candidate price over the recorded
+/// requests, run it as a shadow and apply it, and open the ledger and payments pages.
 /// Screenshots of every page are kept in `target/console-screenshots/`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_works_in_a_real_browser() {
@@ -482,11 +484,15 @@ async fn the_console_works_in_a_real_browser() {
         dir.path().join("search.toml"),
     )
     .unwrap();
+    let config = crate::harness::TempDir::new("console-browser-config");
+    let config_file = config.path().join("tariff.toml");
+    std::fs::write(&config_file, "[backtest]\nrecord = true\n").unwrap();
     let app = TestApp::start_with(
         dir.path(),
         &[
             ("TARIFF_DATABASE_URL", crate::db::fresh_postgres().await),
             ("TARIFF_ADMIN_TOKEN", ADMIN.to_string()),
+            ("TARIFF_CONFIG", config_file.display().to_string()),
         ],
         Clock::System,
     )
@@ -558,9 +564,24 @@ async fn the_console_works_in_a_real_browser() {
     );
     assert_eq!(out["paymentsTable"], true, "{out}");
     // The edit made in the browser prices the next request.
+    assert_eq!(out["priceAfterSave"], "30000", "{out}");
+    // The backtest re-priced the five recorded requests (three quotes, the paid retry, the one
+    // after the save) at today's $0.03 and the candidate's $0.05.
+    assert_eq!(out["backtest"]["inputs"], "5", "{out}");
+    assert_eq!(out["backtest"]["now"], "$0.030000", "{out}");
+    assert_eq!(out["backtest"]["candidate"], "$0.050000", "{out}");
+    // The shadow never charged its price, and compared it on the two live requests.
+    assert_eq!(out["shadowPrices"], json!(["30000", "30000"]), "{out}");
+    assert_eq!(out["shadow"]["requests"], "2", "{out}");
+    assert_eq!(out["shadow"]["candidate"], "$0.050000", "{out}");
+    assert!(
+        out["applied"].as_str().unwrap().contains("search.toml"),
+        "{out}"
+    );
+    assert_eq!(out["priceAfterApply"], "50000", "{out}");
     assert_eq!(
         app.get("/search?q=after+the+browser").await.amount(),
-        30_000
+        50_000
     );
     for page in [
         "login",
@@ -568,6 +589,8 @@ async fn the_console_works_in_a_real_browser() {
         "rules-preview",
         "rules-edit-refused",
         "rules-saved",
+        "experiments-backtest",
+        "experiments-shadow",
         "ledger",
         "payments",
     ] {

@@ -275,3 +275,82 @@ async fn the_embedded_default_is_sqlite() {
         1
     );
 }
+
+fn stored(path: &str, q: &str) -> tariff::pricing::backtest::StoredInput {
+    tariff::pricing::backtest::StoredInput {
+        method: "GET".into(),
+        path: path.into(),
+        query: [("q".to_string(), q.to_string())].into(),
+        headers: Default::default(),
+        body_size: 0,
+        body: serde_json::json!({}),
+    }
+}
+
+/// The record of pricing inputs on both backends: written in batches, read back in order and
+/// by page, an oversized input dropped, and the table kept within its retention and row bound.
+#[tokio::test]
+async fn pricing_inputs_are_recorded_in_order_and_kept_bounded() {
+    use tariff::config::BacktestConfig;
+    use tariff::db::pricing_inputs::InputLog;
+    const DAY: u64 = 24 * 3_600_000;
+    let now = 100 * DAY;
+    for b in backends().await {
+        let name = b.db.backend_name();
+        let log = InputLog::new(
+            b.db.clone(),
+            BacktestConfig {
+                record: true,
+                retention_days: 2,
+                max_input_bytes: 200,
+                max_rows: 3,
+            },
+        );
+        // Two from five days ago, then four recent ones; one too large to keep.
+        for (i, at) in [now - 5 * DAY, now - 5 * DAY + 1, now - 3, now - 2, now - 1]
+            .into_iter()
+            .enumerate()
+        {
+            assert!(log.record(UnixMillis(at), &stored("/search", &format!("q{i}"))));
+        }
+        assert!(!log.record(UnixMillis(now), &stored("/search", &"x".repeat(300))));
+        assert!(log.record(UnixMillis(now), &stored("/search", "last")));
+        assert_eq!(log.dropped(), (1, 0), "{name}");
+        assert_eq!(log.flush().await.unwrap(), 6, "{name}");
+        assert_eq!(log.flush().await.unwrap(), 0, "{name}: nothing twice");
+
+        let all = log.page(0, 0, 100).await.unwrap();
+        let qs: Vec<String> = all
+            .iter()
+            .map(|r| {
+                serde_json::from_str::<serde_json::Value>(&r.input).unwrap()["query"]["q"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(qs, ["q0", "q1", "q2", "q3", "q4", "last"], "{name}");
+        // Paging by id and by time.
+        let second = log.page(0, all[1].id, 2).await.unwrap();
+        assert_eq!(second, all[2..4].to_vec(), "{name}");
+        let recent = log
+            .page(i64::try_from(now - DAY).unwrap(), 0, 100)
+            .await
+            .unwrap();
+        assert_eq!(recent, all[2..].to_vec(), "{name}");
+
+        // The two old rows go for their age, then the oldest recent one for the row bound.
+        assert_eq!(log.purge(UnixMillis(now)).await.unwrap(), 3, "{name}");
+        assert_eq!(
+            log.page(0, 0, 100).await.unwrap(),
+            all[3..].to_vec(),
+            "{name}"
+        );
+        assert_eq!(log.count().await.unwrap(), 3, "{name}");
+        assert_eq!(
+            log.purge(UnixMillis(now)).await.unwrap(),
+            0,
+            "{name}: stable"
+        );
+    }
+}

@@ -521,11 +521,27 @@ pub fn experiment(
 ) -> String {
     let mut body = format!(
         "<p id=experiment>A candidate version of <b>{}</b> prices every request alongside the live rules \
-         (never charged), since {} ms after the epoch.</p>\
-         <table id=comparison><tr><th>Route</th><th>Rule</th><th>Requests</th><th>Price now (avg)</th>\
-         <th>Candidate (avg)</th><th>Revenue observed</th><th>Candidate at this conversion</th><th>Candidate rules</th></tr>",
+         (never charged), since {} ms after the epoch.</p>",
         escape(file),
         started_at.0
+    );
+    body.push_str(&comparison_table("comparison", rows));
+    let _ = write!(
+        body,
+        "<p>The candidate column assumes the same requests are paid as now; a price change may \
+         change that.</p><form class=inline method=post action=/console/experiments/apply>{csrf}\
+         <button>Apply the candidate</button></form> \
+         <form class=inline method=post action=/console/experiments/stop>{csrf}<button>Stop</button></form>",
+        csrf = hidden_csrf(session)
+    );
+    layout("Experiments", Some(session), &body)
+}
+
+/// Current and candidate prices of the same requests, per live route and rule.
+fn comparison_table(id: &str, rows: &[super::ExperimentRow]) -> String {
+    let mut t = format!(
+        "<table id={id}><tr><th>Route</th><th>Rule</th><th>Requests</th><th>Price now (avg)</th>\
+         <th>Candidate (avg)</th><th>Revenue observed</th><th>Candidate at this conversion</th><th>Candidate rules</th></tr>"
     );
     for r in rows {
         let c = &r.compared;
@@ -535,7 +551,7 @@ pub fn experiment(
             .map(|(k, v)| format!("{} ×{v}", escape(k)))
             .collect();
         let _ = write!(
-            body,
+            t,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=candidate>{}</td><td>{}</td><td class=projected>{}</td><td>{}</td></tr>",
             escape(&r.route),
             escape(&r.rule),
@@ -547,24 +563,64 @@ pub fn experiment(
             rules.join(", "),
         );
     }
-    let _ = write!(
-        body,
-        "</table><p>The candidate column assumes the same requests are paid as now; a price change may \
-         change that.</p><form class=inline method=post action=/console/experiments/apply>{csrf}\
-         <button>Apply the candidate</button></form> \
-         <form class=inline method=post action=/console/experiments/stop>{csrf}<button>Stop</button></form>",
-        csrf = hidden_csrf(session)
+    t.push_str("</table>");
+    t
+}
+
+/// What a backtest found, above the form that produced it (to start the same candidate as a
+/// shadow, or to try another).
+pub fn backtest(session: &Session, report: &crate::http::backtest::Report, form: &str) -> String {
+    let t = &report.totals;
+    let mut body = format!(
+        "<p id=backtest>The candidate version of <b>{}</b> re-priced <b id=backtest-inputs>{}</b> recorded \
+         requests of the last {} day(s) next to today's rules ({} not priced by today's rules, {} unreadable).</p>",
+        escape(&report.file),
+        t.inputs,
+        report.days,
+        t.not_priced_now,
+        t.unreadable,
     );
+    body.push_str(&comparison_table("backtest-comparison", &report.rows));
+    body.push_str(
+        "<p>Revenue observed is what each rule earned over the same days; the candidate column \
+         scales it by the candidate's prices over today's for the same requests.</p>",
+    );
+    body.push_str(form);
     layout("Experiments", Some(session), &body)
 }
 
-/// The form that starts an experiment from a candidate version of a rule file.
+/// What the experiment form offers besides a shadow.
+pub struct BacktestOffer {
+    /// Whether pricing inputs are recorded (`[backtest] record = true`).
+    pub recording: bool,
+    pub retention_days: u64,
+    pub days: u64,
+}
+
+/// The form that starts an experiment (or runs a backtest) from a candidate version of a rule
+/// file.
 pub fn experiment_form(
     session: &Session,
     files: &[String],
     file: &str,
     text: &str,
     error: Option<&str>,
+    offer: &BacktestOffer,
+) -> String {
+    layout(
+        "Experiments",
+        Some(session),
+        &experiment_form_body(session, files, file, text, error, offer),
+    )
+}
+
+pub fn experiment_form_body(
+    session: &Session,
+    files: &[String],
+    file: &str,
+    text: &str,
+    error: Option<&str>,
+    offer: &BacktestOffer,
 ) -> String {
     let error = error
         .map(|e| {
@@ -584,20 +640,28 @@ pub fn experiment_form(
         );
     }
     picker.push_str("</p>");
-    layout(
-        "Experiments",
-        Some(session),
-        &format!(
-            "{error}{picker}<p>Change prices in a candidate version of <b>{f}</b>; it will price live \
-             traffic alongside the current rules without charging anything.</p>\
-             <form method=post action=/console/experiments/start>{}\
-             <input type=hidden name=file value=\"{f}\">\
-             <p><textarea name=text rows=30 cols=110 spellcheck=false>{}</textarea></p>\
-             <p><button>Start the experiment</button></p></form>",
-            hidden_csrf(session),
-            escape(text),
-            f = escape(file),
-        ),
+    let backtest = if offer.recording {
+        format!(
+            " or <label>re-price the recorded requests of the last \
+             <input name=days type=number min=1 max={max} value={days} size=4> day(s)</label> \
+             <button formaction=/console/experiments/backtest id=run-backtest>Backtest</button>",
+            max = offer.retention_days,
+            days = offer.days,
+        )
+    } else {
+        " <small>(Backtests over past requests need <code>[backtest] record = true</code>.)</small>"
+            .to_string()
+    };
+    format!(
+        "{error}{picker}<p>Change prices in a candidate version of <b>{f}</b>; it will price live \
+         traffic alongside the current rules without charging anything.</p>\
+         <form method=post action=/console/experiments/start>{}\
+         <input type=hidden name=file value=\"{f}\">\
+         <p><textarea name=text rows=30 cols=110 spellcheck=false>{}</textarea></p>\
+         <p><button>Start the experiment</button>{backtest}</p></form>",
+        hidden_csrf(session),
+        escape(text),
+        f = escape(file),
     )
 }
 

@@ -596,8 +596,16 @@ pub async fn experiment_rows(
             .map_err(|e| ApiError::unavailable("database_unavailable", e.to_string()))?,
         None => Vec::new(),
     };
-    Ok(shadow
-        .compared()
+    Ok(compare_rows(&figures, shadow.compared()))
+}
+
+/// Puts each compared (route, rule) next to the revenue it was observed to earn, and what the
+/// candidate's prices would have earned at the same conversion.
+pub fn compare_rows(
+    figures: &[quote_stats::RuleFigures],
+    compared: impl IntoIterator<Item = ((String, String), crate::pricing::shadow::Compared)>,
+) -> Vec<ExperimentRow> {
+    compared
         .into_iter()
         .map(|((route, rule), compared)| {
             let observed = figures
@@ -612,7 +620,7 @@ pub async fn experiment_rows(
                 compared,
             }
         })
-        .collect())
+        .collect()
 }
 
 #[derive(Deserialize, Default)]
@@ -643,8 +651,55 @@ pub async fn experiments(
     let text = state.rules.read_file(&file).unwrap_or_default();
     Ok(page(
         StatusCode::OK,
-        html::experiment_form(&s, &files, &file, &text, None),
+        html::experiment_form(&s, &files, &file, &text, None, &backtest_offer(&state)),
     ))
+}
+
+fn backtest_offer(state: &AppState) -> html::BacktestOffer {
+    let limits = state.config.backtest;
+    html::BacktestOffer {
+        recording: state.pricing_inputs.is_some(),
+        retention_days: limits.retention_days,
+        days: limits.retention_days.min(7),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct BacktestForm {
+    csrf: String,
+    file: String,
+    text: String,
+    days: String,
+}
+
+/// `POST /console/experiments/backtest`: the candidate re-prices the recorded requests.
+pub async fn backtest(
+    State(state): State<AppState>,
+    Console(s): Console,
+    Form(form): Form<BacktestForm>,
+) -> Result<Response, ApiError> {
+    if let Some(refused) = forged(&s, &form.csrf) {
+        return Ok(refused);
+    }
+    let text = form.text.replace("\r\n", "\n");
+    let offer = backtest_offer(&state);
+    let days = form.days.trim().parse::<u64>().unwrap_or(0);
+    let files = state.rules.file_names();
+    match super::backtest::run(&state, &form.file, &text, days).await {
+        Ok(report) => {
+            let again = html::BacktestOffer { days, ..offer };
+            let form = html::experiment_form_body(&s, &files, &form.file, &text, None, &again);
+            Ok(page(StatusCode::OK, html::backtest(&s, &report, &form)))
+        }
+        Err(e) => {
+            let message = e.to_string();
+            let status = ApiError::from(e).status;
+            Ok(page(
+                status,
+                html::experiment_form(&s, &files, &form.file, &text, Some(&message), &offer),
+            ))
+        }
+    }
 }
 
 /// `POST /console/experiments/start`: a candidate version of a file as the shadow.
@@ -673,6 +728,7 @@ pub async fn start_experiment(
                 &form.file,
                 &text,
                 Some(&e.to_string()),
+                &backtest_offer(&state),
             ),
         )),
     }
