@@ -209,6 +209,94 @@ fn page_of(
         .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))
 }
 
+/// Filters of the transfer list (`/admin/ledger/transfers`, the console's ledger page). Empty
+/// values mean "any", as an HTML form sends them.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransferQuery {
+    pub kind: Option<String>,
+    pub account: Option<String>,
+    /// Continue with transfers older than this `seq` (the previous page's `next_before`).
+    pub before: Option<String>,
+    pub limit: Option<String>,
+}
+
+/// The page of transfers a query asks for; 400 with the field's reason on a bad filter.
+pub(super) async fn transfer_page(
+    state: &AppState,
+    q: &TransferQuery,
+) -> Result<crate::ledger::HistoryPage, ApiError> {
+    use crate::ledger::{AccountId, HistoryCursor, TransferKind};
+    fn given(v: &Option<String>) -> Option<&str> {
+        v.as_deref().map(str::trim).filter(|v| !v.is_empty())
+    }
+    let kind = given(&q.kind)
+        .map(|k| {
+            TransferKind::parse(k).ok_or_else(|| {
+                ApiError::bad_request("invalid_kind", format!("unknown transfer kind `{k}`"))
+            })
+        })
+        .transpose()?;
+    let account = given(&q.account)
+        .map(|a| {
+            AccountId::new(a).map_err(|e| ApiError::bad_request("invalid_account", e.to_string()))
+        })
+        .transpose()?;
+    let before = given(&q.before)
+        .map(|b| {
+            b.parse::<i64>()
+                .map(HistoryCursor)
+                .map_err(|_| ApiError::bad_request("invalid_before", "before: a transfer's seq"))
+        })
+        .transpose()?;
+    let limit = match given(&q.limit) {
+        None => 50,
+        Some(l) => l
+            .parse::<u32>()
+            .ok()
+            .filter(|l| (1..=1000).contains(l))
+            .ok_or_else(|| ApiError::bad_request("invalid_limit", "limit: 1 to 1000"))?,
+    };
+    Ok(super::credits::accounts(state)?
+        .ledger()
+        .transfers(kind, account.as_ref(), before, limit)
+        .await?)
+}
+
+/// `GET /admin/ledger/transfers?kind=&account=&before=&limit=`: every transfer newest first,
+/// filtered by kind and account; `next_before` continues.
+pub async fn transfers(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    q: Result<Query<TransferQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    check_admin(&state, &headers)?;
+    let q = q.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let page = transfer_page(&state, &q).await?;
+    Ok(Json(json!({
+        "unit": "usd_micros",
+        "transfers": page.transfers,
+        "next_before": page.next.map(|c| c.0),
+    }))
+    .into_response())
+}
+
+/// `GET /admin/ledger/holds?limit=`: holds not yet posted or voided, newest first.
+pub async fn holds(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    page: Result<Query<Page>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    check_admin(&state, &headers)?;
+    let page = page_of(page)?;
+    let limit = limit_of(&page)?;
+    let holds = super::credits::accounts(&state)?
+        .ledger()
+        .open_holds(limit as u32)
+        .await?;
+    Ok(Json(json!({"unit": "usd_micros", "holds": holds})).into_response())
+}
+
 /// `GET /admin/ledger?limit=&after=`: the ledger's check (every balance recomputed) and the
 /// accounts with their balances, in id order.
 pub async fn ledger(

@@ -89,6 +89,8 @@ pub fn app(state: AppState) -> Router {
         .route("/admin/rules", get(admin::rules))
         .route("/admin/preview", post(admin::preview))
         .route("/admin/ledger", get(admin::ledger))
+        .route("/admin/ledger/transfers", get(admin::transfers))
+        .route("/admin/ledger/holds", get(admin::holds))
         .route(
             "/admin/experiments",
             get(admin::experiments)

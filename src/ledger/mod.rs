@@ -436,6 +436,30 @@ impl Ledger {
         Ok(HistoryPage { transfers, next })
     }
 
+    /// Every transfer newest first, optionally only of `kind` and touching `account`,
+    /// `limit` (1..=1000) at a time, continued by the returned cursor (as `history`).
+    pub async fn transfers(
+        &self,
+        kind: Option<TransferKind>,
+        account: Option<&AccountId>,
+        cursor: Option<HistoryCursor>,
+        limit: u32,
+    ) -> Result<HistoryPage, LedgerError> {
+        let limit = limit.clamp(1, MAX_HISTORY_PAGE);
+        let before = cursor.map_or(i64::MAX, |c| c.0);
+        let transfers = store::transfers(&self.db, kind, account, before, i64::from(limit)).await?;
+        let next = (transfers.len() == limit as usize)
+            .then(|| transfers.last().map(|t| HistoryCursor(t.seq)))
+            .flatten();
+        Ok(HistoryPage { transfers, next })
+    }
+
+    /// Holds not yet posted or voided (expired ones included until the sweep voids them),
+    /// newest first, at most `limit` (1..=1000).
+    pub async fn open_holds(&self, limit: u32) -> Result<Vec<Transfer>, LedgerError> {
+        store::open_holds(&self.db, i64::from(limit.clamp(1, 1000))).await
+    }
+
     /// Audits the whole ledger: recomputes every account's counters from the transfer rows and
     /// compares them with the stored ones, and checks that posted and pending money each sum
     /// to zero over all accounts and that no bounded account is below zero.

@@ -414,6 +414,49 @@ pub(super) async fn history(
     rows.into_iter().map(TransferRow::into_transfer).collect()
 }
 
+/// Every transfer newest first, strictly older than `before`, optionally only of one kind
+/// and touching one account: the operator's list. (A scan along `seq` with the filters
+/// applied; meant for pages of an admin view, not for the request path.)
+pub(super) async fn transfers(
+    db: &Db,
+    kind: Option<TransferKind>,
+    account: Option<&AccountId>,
+    before: i64,
+    limit: i64,
+) -> Result<Vec<Transfer>, LedgerError> {
+    const SQL: &str = concat!(
+        "SELECT ",
+        transfer_columns!(),
+        " FROM ledger_transfers WHERE seq < $1 AND ($2 IS NULL OR kind = $2) \
+           AND ($3 IS NULL OR debit_account = $3 OR credit_account = $3) \
+         ORDER BY seq DESC LIMIT $4"
+    );
+    let kind = kind.map(TransferKind::as_str);
+    let account = account.map(AccountId::as_str);
+    let rows: Vec<TransferRow> = on_db!(db, |p| sqlx::query_as(SQL)
+        .bind(before)
+        .bind(kind)
+        .bind(account)
+        .bind(limit)
+        .fetch_all(p)
+        .await)?;
+    rows.into_iter().map(TransferRow::into_transfer).collect()
+}
+
+/// Holds not yet posted or voided, newest first.
+pub(super) async fn open_holds(db: &Db, limit: i64) -> Result<Vec<Transfer>, LedgerError> {
+    const SQL: &str = concat!(
+        "SELECT ",
+        transfer_columns!(),
+        " FROM ledger_transfers h WHERE h.kind = 'hold' \
+           AND NOT EXISTS (SELECT 1 FROM ledger_transfers r WHERE r.pending_id = h.id) \
+         ORDER BY h.seq DESC LIMIT $1"
+    );
+    let rows: Vec<TransferRow> =
+        on_db!(db, |p| sqlx::query_as(SQL).bind(limit).fetch_all(p).await)?;
+    rows.into_iter().map(TransferRow::into_transfer).collect()
+}
+
 /// Unresolved holds that expired at or before `now`, oldest expiry first.
 pub(super) async fn expired_holds(
     db: &Db,

@@ -187,6 +187,22 @@ impl TransferKind {
         )
     }
 
+    /// The kind named `s` (as stored and as serialized), if any.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::from_db(s).ok()
+    }
+
+    pub const ALL: [TransferKind; 8] = [
+        TransferKind::PaymentCredit,
+        TransferKind::RequestDebit,
+        TransferKind::Topup,
+        TransferKind::Hold,
+        TransferKind::Post,
+        TransferKind::Void,
+        TransferKind::Refund,
+        TransferKind::Adjustment,
+    ];
+
     pub(super) fn from_db(s: &str) -> Result<Self, LedgerError> {
         Ok(match s {
             "payment_credit" => TransferKind::PaymentCredit,

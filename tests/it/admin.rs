@@ -418,3 +418,153 @@ async fn a_backtest_reprices_the_recorded_requests() {
         (409, "backtest_not_recording")
     );
 }
+
+/// The ledger's transfers, filtered by kind and account and paged, and its open holds: over
+/// the JSON API and on the console's ledger page.
+#[tokio::test]
+async fn the_ledger_lists_transfers_by_kind_and_account_and_the_open_holds() {
+    use tariff::ledger::{AccountId, NewHold, References, TransferId};
+    let app = TestApp::start(
+        &repo_rules(),
+        &[
+            ("TARIFF_DATABASE_URL", crate::db::fresh_postgres().await),
+            ("TARIFF_ADMIN_TOKEN", ADMIN.to_string()),
+        ],
+    )
+    .await;
+    let (account, key) = open(&app).await;
+    let (other, _) = open(&app).await;
+    assert_eq!(
+        grant(&app, "g-a", &account, 1_000_000, ADMIN).await.status,
+        200
+    );
+    assert_eq!(grant(&app, "g-b", &other, 7_000, ADMIN).await.status, 200);
+    let r = get_with(
+        &app,
+        "/search?q=ledger+list",
+        &[("authorization", format!("Bearer {key}"))],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let ledger = app.state.accounts.as_ref().unwrap().ledger();
+    let hold_id = "hold-listed-1";
+    ledger
+        .hold(NewHold {
+            id: TransferId::new(hold_id).unwrap(),
+            debit: AccountId::new(account.as_str()).unwrap(),
+            credit: AccountId::new("sys:revenue").unwrap(),
+            amount: tariff::money::UsdMicros(5_000),
+            expires_at: tariff::time::UnixMillis(u64::MAX / 4),
+            refs: References::default(),
+        })
+        .await
+        .unwrap();
+
+    let list = |q: String| {
+        let app = &app;
+        async move { admin_get(app, &format!("/admin/ledger/transfers?{q}"), Some(ADMIN)).await }
+    };
+    let all = list(String::new()).await;
+    assert_eq!(all.status, 200, "{}", String::from_utf8_lossy(&all.body));
+    let all = all.json()["transfers"].as_array().unwrap().clone();
+    let seqs: Vec<i64> = all.iter().map(|t| t["seq"].as_i64().unwrap()).collect();
+    assert!(
+        seqs.windows(2).all(|w| w[0] > w[1]),
+        "newest first: {seqs:?}"
+    );
+    assert_eq!(all[0]["id"], hold_id);
+    let kinds = |body: &Value| -> Vec<String> {
+        body["transfers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["kind"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let adjustments = list("kind=adjustment".into()).await.json();
+    assert_eq!(
+        kinds(&adjustments),
+        ["adjustment", "adjustment"],
+        "{adjustments}"
+    );
+    let mine = list(format!("account={account}")).await.json();
+    assert!(
+        mine["transfers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["debit"] == account.as_str() || t["credit"] == account.as_str()),
+        "{mine}"
+    );
+    assert_eq!(
+        mine["transfers"].as_array().unwrap().len(),
+        all.len() - 1,
+        "all but the other grant"
+    );
+    let theirs = list(format!("account={other}&kind=adjustment"))
+        .await
+        .json();
+    assert_eq!(theirs["transfers"][0]["amount"], 7_000, "{theirs}");
+    assert_eq!(theirs["transfers"].as_array().unwrap().len(), 1, "{theirs}");
+    // Paging: each page older than the last, none repeated.
+    let first = list("limit=1".into()).await.json();
+    let before = first["next_before"].as_i64().unwrap();
+    let second = list(format!("limit=1&before={before}")).await.json();
+    assert_eq!(
+        second["transfers"][0]["seq"].as_i64(),
+        Some(seqs[1]),
+        "{second}"
+    );
+    for (q, code) in [
+        ("kind=gift".to_string(), "invalid_kind"),
+        (format!("account={}", "x".repeat(300)), "invalid_account"),
+        ("before=yesterday".to_string(), "invalid_before"),
+        ("limit=0".to_string(), "invalid_limit"),
+        ("color=red".to_string(), "invalid_query"),
+    ] {
+        let r = list(q.clone()).await;
+        assert_eq!((r.status, r.error_code().as_str()), (400, code), "{q}");
+    }
+
+    let holds = admin_get(&app, "/admin/ledger/holds", Some(ADMIN))
+        .await
+        .json();
+    let open_holds = holds["holds"].as_array().unwrap();
+    assert_eq!(open_holds.len(), 1, "{holds}");
+    assert_eq!(
+        (
+            open_holds[0]["id"].as_str(),
+            open_holds[0]["amount"].as_u64()
+        ),
+        (Some(hold_id), Some(5_000))
+    );
+    ledger
+        .void(
+            TransferId::new("void-listed-1").unwrap(),
+            &TransferId::new(hold_id).unwrap(),
+        )
+        .await
+        .unwrap();
+    let holds = admin_get(&app, "/admin/ledger/holds", Some(ADMIN))
+        .await
+        .json();
+    assert_eq!(holds["holds"], json!([]), "a voided hold is not open");
+    for uri in ["/admin/ledger/transfers", "/admin/ledger/holds"] {
+        assert_eq!(admin_get(&app, uri, None).await.status, 401, "{uri}");
+    }
+
+    // The console's ledger page: the filter form keeps its choice, a bad one is said.
+    let (session, _) = crate::console::log_in(&app).await;
+    let page =
+        crate::console::get(&app, "/console/ledger?kind=void&account=", Some(&session)).await;
+    let html = String::from_utf8_lossy(&page.body).to_string();
+    assert_eq!(page.status, 200, "{html}");
+    assert!(html.contains("<option selected>void</option>"), "{html}");
+    assert!(html.contains("<td>void-listed-1</td>"), "{html}");
+    assert!(!html.contains("<td>admin:g-a</td>"), "only voids: {html}");
+    let page = crate::console::get(&app, "/console/ledger?kind=gift", Some(&session)).await;
+    let html = String::from_utf8_lossy(&page.body).to_string();
+    assert_eq!(page.status, 400, "{html}");
+    assert!(html.contains("id=filter-error"), "{html}");
+    assert!(html.contains("<td>admin:g-a</td>"), "unfiltered: {html}");
+}

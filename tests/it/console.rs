@@ -26,7 +26,7 @@ async fn app(clock: Clock) -> (TestApp, String) {
     (app, db)
 }
 
-async fn get(app: &TestApp, uri: &str, cookie: Option<&str>) -> Reply {
+pub(crate) async fn get(app: &TestApp, uri: &str, cookie: Option<&str>) -> Reply {
     let mut req = Request::get(uri);
     if let Some(c) = cookie {
         req = req.header("cookie", c);
@@ -65,7 +65,7 @@ fn csrf_field(html: &str) -> String {
 }
 
 /// Logs in; the session cookie (`tariff_console=…`) and the page's form token.
-async fn log_in(app: &TestApp) -> (String, String) {
+pub(crate) async fn log_in(app: &TestApp) -> (String, String) {
     let form = get(app, "/console/login", None).await;
     let (login_cookie, _) = set_cookie(&form, "tariff_console_login");
     let nonce = csrf_field(&String::from_utf8_lossy(&form.body));

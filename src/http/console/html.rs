@@ -388,12 +388,52 @@ pub fn editor(session: &Session, file: &str, text: &str, error: Option<&str>) ->
     )
 }
 
-pub fn ledger(
-    session: &Session,
-    check: &crate::ledger::CheckReport,
-    accounts: &[(crate::ledger::Account, crate::ledger::Balance)],
-    notice: Option<&str>,
-) -> String {
+/// What the ledger page shows.
+pub struct LedgerView<'a> {
+    pub check: &'a crate::ledger::CheckReport,
+    pub accounts: &'a [(crate::ledger::Account, crate::ledger::Balance)],
+    pub holds: &'a [crate::ledger::Transfer],
+    pub transfers: &'a crate::ledger::HistoryPage,
+    pub filter: &'a crate::http::admin::TransferQuery,
+    pub filter_error: Option<&'a str>,
+}
+
+fn transfer_rows(body: &mut String, transfers: &[crate::ledger::Transfer], holds: bool) {
+    for t in transfers {
+        let refs = &t.refs;
+        let about = [
+            refs.reason.as_deref(),
+            refs.quote_id.as_deref(),
+            refs.chain_tx.as_deref(),
+            t.pending_id.as_ref().map(|p| p.as_str()),
+        ]
+        .into_iter()
+        .flatten()
+        .map(escape)
+        .collect::<Vec<_>>()
+        .join(" · ");
+        let time = if holds {
+            t.expires_at.map_or(0, |e| e.0)
+        } else {
+            t.created_at.0
+        };
+        let _ = write!(
+            body,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            t.seq,
+            escape(t.id.as_str()),
+            t.kind.as_str(),
+            escape(t.debit.as_str()),
+            escape(t.credit.as_str()),
+            t.amount.0,
+            time,
+            about,
+        );
+    }
+}
+
+pub fn ledger(session: &Session, v: &LedgerView<'_>, notice: Option<&str>) -> String {
+    let (check, accounts) = (v.check, v.accounts);
     let mut body = String::new();
     if let Some(n) = notice {
         let _ = write!(
@@ -430,9 +470,57 @@ pub fn ledger(
             b.available()
         );
     }
+    body.push_str("</table>");
+    const HEAD: &str =
+        "<tr><th>Seq</th><th>Id</th><th>Kind</th><th>From</th><th>To</th><th>Amount</th>";
     let _ = write!(
         body,
-        "</table><p>Amounts in micro-dollars (1000000 = $1).</p><h2>Grant or take back credits</h2>\
+        "<h2>Open holds</h2><table id=holds>{HEAD}<th>Expires (ms)</th><th>About</th></tr>"
+    );
+    transfer_rows(&mut body, v.holds, true);
+    body.push_str("</table><h2>Transfers</h2>");
+    if let Some(e) = v.filter_error {
+        let _ = write!(
+            body,
+            "<p class=err role=alert id=filter-error>{}</p>",
+            escape(e)
+        );
+    }
+    let f = v.filter;
+    let value = |o: &Option<String>| escape(o.as_deref().unwrap_or(""));
+    let mut kinds = String::from("<option value=\"\">any kind</option>");
+    for k in crate::ledger::TransferKind::ALL {
+        let selected = if f.kind.as_deref() == Some(k.as_str()) {
+            " selected"
+        } else {
+            ""
+        };
+        let _ = write!(kinds, "<option{selected}>{}</option>", k.as_str());
+    }
+    let _ = write!(
+        body,
+        "<form method=get action=/console/ledger id=transfer-filter><label>Kind <select name=kind>{kinds}</select></label> \
+         <label>Account <input name=account size=44 value=\"{}\"></label> <button>Filter</button></form>\
+         <table id=transfers>{HEAD}<th>Created (ms)</th><th>About</th></tr>",
+        value(&f.account),
+    );
+    transfer_rows(&mut body, &v.transfers.transfers, false);
+    body.push_str("</table>");
+    if let Some(next) = v.transfers.next {
+        let q = form_urlencoded::Serializer::new(String::new())
+            .append_pair("kind", f.kind.as_deref().unwrap_or(""))
+            .append_pair("account", f.account.as_deref().unwrap_or(""))
+            .append_pair("before", &next.0.to_string())
+            .finish();
+        let _ = write!(
+            body,
+            "<p><a id=older href=\"/console/ledger?{}\">Older transfers</a></p>",
+            escape(&q)
+        );
+    }
+    let _ = write!(
+        body,
+        "<p>Amounts in micro-dollars (1000000 = $1).</p><h2>Grant or take back credits</h2>\
          <form method=post action=/console/ledger/grant>{}\
          <p><label>Account <input name=account size=44></label> <label>Micro-dollars <input name=amount size=12></label></p>\
          <p><label>Reason <input name=reason size=60></label> <label>Id (once) <input name=id size=20 value=\"{}\"></label></p>\

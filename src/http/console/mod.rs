@@ -12,6 +12,7 @@ use axum::response::{Html, IntoResponse, Response};
 use serde::Deserialize;
 
 use super::AppState;
+use super::admin::TransferQuery;
 use super::error::ApiError;
 use crate::db::quote_stats;
 use session::{COOKIE, LOGIN_COOKIE, Session};
@@ -460,8 +461,10 @@ fn urlencode(s: &str) -> String {
 pub async fn ledger(
     State(state): State<AppState>,
     Console(s): Console,
+    q: Result<axum::extract::Query<TransferQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    ledger_page(&state, &s, StatusCode::OK, None).await
+    let q = q.map(|q| q.0).unwrap_or_default();
+    ledger_page(&state, &s, StatusCode::OK, None, &q).await
 }
 
 async fn ledger_page(
@@ -469,11 +472,37 @@ async fn ledger_page(
     s: &Session,
     status: StatusCode,
     notice: Option<&str>,
+    q: &TransferQuery,
 ) -> Result<Response, ApiError> {
     let ledger = super::credits::accounts(state)?.ledger();
     let check = ledger.check().await?;
     let accounts = ledger.accounts("", 500).await?;
-    Ok(page(status, html::ledger(s, &check, &accounts, notice)))
+    let holds = ledger.open_holds(100).await?;
+    // A bad filter is said on the page, which then lists every transfer.
+    let (transfers, status, filter_error) = match super::admin::transfer_page(state, q).await {
+        Ok(p) => (p, status, None),
+        Err(e) if e.status == StatusCode::BAD_REQUEST => (
+            super::admin::transfer_page(state, &TransferQuery::default()).await?,
+            StatusCode::BAD_REQUEST,
+            Some(e.message),
+        ),
+        Err(e) => return Err(e),
+    };
+    Ok(page(
+        status,
+        html::ledger(
+            s,
+            &html::LedgerView {
+                check: &check,
+                accounts: &accounts,
+                holds: &holds,
+                transfers: &transfers,
+                filter: q,
+                filter_error: filter_error.as_deref(),
+            },
+            notice,
+        ),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -514,8 +543,26 @@ pub async fn grant(
         (_, Err(e)) => Err(format!("account: {e}")),
     };
     match outcome {
-        Ok(msg) => ledger_page(&state, &s, StatusCode::OK, Some(&msg)).await,
-        Err(msg) => ledger_page(&state, &s, StatusCode::UNPROCESSABLE_ENTITY, Some(&msg)).await,
+        Ok(msg) => {
+            ledger_page(
+                &state,
+                &s,
+                StatusCode::OK,
+                Some(&msg),
+                &TransferQuery::default(),
+            )
+            .await
+        }
+        Err(msg) => {
+            ledger_page(
+                &state,
+                &s,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Some(&msg),
+                &TransferQuery::default(),
+            )
+            .await
+        }
     }
 }
 
