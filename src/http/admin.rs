@@ -362,6 +362,7 @@ pub async fn payments(
         .into_iter()
         .map(|(status, n)| (status, json!(n)))
         .collect();
+    let totals = payments.store().totals().await.map_err(db)?;
     let recent: Vec<_> = payments
         .store()
         .recent(limit)
@@ -395,6 +396,7 @@ pub async fn payments(
         .map_err(|e| ApiError::unavailable("database_unavailable", e.to_string()))?;
     Ok(Json(json!({
         "counts": counts,
+        "by_network_and_asset": totals,
         "recent": recent,
         "topups": topups,
     }))

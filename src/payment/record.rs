@@ -405,9 +405,42 @@ impl PaymentStore {
         .await
     }
 
+    /// Per network, asset and status: how many payments and the price they paid for, in
+    /// micro-dollars (the token amounts are decimal text of different tokens, so they are not
+    /// summed here).
+    pub async fn totals(&self) -> Result<Vec<PaymentTotals>, DbError> {
+        const SQL: &str = "SELECT network, asset, status, COUNT(*), \
+             CAST(COALESCE(SUM(price_micros), 0) AS BIGINT) FROM payments \
+             GROUP BY network, asset, status ORDER BY network, asset, status";
+        let rows: Vec<(String, String, String, i64, i64)> =
+            on_pool!(&self.db, p => sqlx::query_as(SQL).fetch_all(p).await?);
+        Ok(rows
+            .into_iter()
+            .map(
+                |(network, asset, status, payments, price_micros)| PaymentTotals {
+                    network,
+                    asset,
+                    status,
+                    payments,
+                    price_micros,
+                },
+            )
+            .collect())
+    }
+
     /// Payment counts by status (for `/metrics` and the dashboard).
     pub async fn counts(&self) -> Result<Vec<(String, i64)>, DbError> {
         const SQL: &str = "SELECT status, COUNT(*) FROM payments GROUP BY status ORDER BY status";
         Ok(on_pool!(&self.db, p => sqlx::query_as(SQL).fetch_all(p).await?))
     }
+}
+
+/// One line of [`PaymentStore::totals`].
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct PaymentTotals {
+    pub network: String,
+    pub asset: String,
+    pub status: String,
+    pub payments: i64,
+    pub price_micros: i64,
 }

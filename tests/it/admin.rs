@@ -140,6 +140,25 @@ async fn revenue_per_rule_counts_quotes_credits_and_on_chain_payments() {
     assert_eq!(p["counts"]["credited"], 1, "{p}");
     assert_eq!(p["recent"][0]["status"], "credited", "{p}");
     assert_eq!(p["recent"][0]["price_micros"], 20_000, "{p}");
+    let by = &p["by_network_and_asset"];
+    assert_eq!(by.as_array().map(Vec::len), Some(1), "{p}");
+    assert_eq!(
+        (
+            by[0]["network"].as_str(),
+            by[0]["asset"].as_str(),
+            by[0]["status"].as_str(),
+            by[0]["payments"].as_i64(),
+            by[0]["price_micros"].as_i64()
+        ),
+        (
+            p["recent"][0]["network"].as_str(),
+            p["recent"][0]["asset"].as_str(),
+            Some("credited"),
+            Some(1),
+            Some(20_000)
+        ),
+        "{p}"
+    );
     assert!(!p.to_string().contains("signature"), "{p}");
     let req = axum::http::Request::post("/admin/payments/reconcile")
         .header("authorization", format!("Bearer {ADMIN}"))

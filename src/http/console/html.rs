@@ -534,6 +534,7 @@ pub fn ledger(session: &Session, v: &LedgerView<'_>, notice: Option<&str>) -> St
 pub fn payments(
     session: &Session,
     counts: &[(String, i64)],
+    totals: &[crate::payment::record::PaymentTotals],
     recent: &[crate::payment::record::PaymentRow],
     topups: &[crate::topup::record::TopupRow],
     notice: Option<&str>,
@@ -558,9 +559,22 @@ pub fn payments(
     let _ = write!(
         body,
         "</div><form method=post action=/console/payments/reconcile>{}<button>Reconcile open payments now</button></form>\
+         <h2>By network and asset</h2><table id=totals><tr><th>Network</th><th>Asset</th><th>Status</th>\
+         <th>Payments</th><th>Paid for</th></tr>{}</table>\
          <h2>Recent payments</h2><table id=payments><tr><th>Network</th><th>Asset</th><th>Payer</th><th>Amount</th>\
          <th>Price</th><th>Status</th><th>Transaction</th></tr>",
-        hidden_csrf(session)
+        hidden_csrf(session),
+        totals
+            .iter()
+            .map(|t| format!(
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                escape(&t.network),
+                escape(&t.asset),
+                escape(&t.status),
+                t.payments,
+                usd(t.price_micros),
+            ))
+            .collect::<String>(),
     );
     for p in recent {
         let _ = write!(

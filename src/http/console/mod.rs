@@ -587,6 +587,7 @@ async fn payments_page(
     };
     let db = |e: crate::db::DbError| ApiError::unavailable("database_unavailable", e.to_string());
     let counts = p.store().counts().await.map_err(db)?;
+    let totals = p.store().totals().await.map_err(db)?;
     let recent = p.store().recent(100).await.map_err(db)?;
     let topups = p
         .topups()
@@ -595,7 +596,7 @@ async fn payments_page(
         .map_err(|e| ApiError::unavailable("database_unavailable", e.to_string()))?;
     Ok(page(
         StatusCode::OK,
-        html::payments(s, &counts, &recent, &topups, notice),
+        html::payments(s, &counts, &totals, &recent, &topups, notice),
     ))
 }
 
