@@ -38,7 +38,7 @@ pub enum Source {
 }
 
 impl Source {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Source::X402 => "x402",
             Source::Transfer => "transfer",

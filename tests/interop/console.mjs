@@ -9,7 +9,8 @@
 // ledger and payments pages. Every page is saved as a PNG in DIR.
 //
 // stdout: one JSON line {loginStatus, overview:{quotes,paid,revenue}, preview, saveError, saved,
-//         ledgerCheck, paymentsTable, svg, pages:[...]}; exit 0, or {"error"} and exit 2.
+//         ledgerCheck, paymentsTable, payments, totals, topups (rows of cells), svg,
+//         pages:[...]}; exit 0, or {"error"} and exit 2.
 import { mkdirSync } from "node:fs";
 import puppeteer from "puppeteer-core";
 import { parseArgs } from "./chain.mjs";
@@ -107,6 +108,10 @@ try {
   await shot("ledger");
   await page.goto(`${args.url}/console/payments`);
   out.paymentsTable = (await page.$("#payments")) !== null;
+  const rows = (sel) => page.$$eval(`${sel} tr`, (trs) => trs.slice(1).map((tr) => [...tr.cells].map((c) => c.textContent.trim())));
+  out.payments = await rows("#payments");
+  out.totals = await rows("#totals");
+  out.topups = await rows("#topups");
   await shot("payments");
   console.log(JSON.stringify(out));
 } catch (e) {

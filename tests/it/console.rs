@@ -471,7 +471,8 @@ async fn a_rule_is_previewed_edited_checked_reloaded_and_reverted() {
     );
 }
 
-/// The console in a real browser (Debian's chromium, headless, through puppeteer-core): log in,
+/// The console in a real browser (Debian's chromium, headless, through puppeteer-core), over a
+/// seeded run (quotes, a request paid from credits, one paid on chain, a USDC top-up): log in,
 /// read the overview's figures, price a request with the preview form, have a broken rule edit
 /// refused with its message and a valid one applied, backtest a candidate price over the recorded
 /// requests, run it as a shadow and apply it, and open the ledger and payments pages.
@@ -486,31 +487,61 @@ async fn the_console_works_in_a_real_browser() {
     .unwrap();
     let config = crate::harness::TempDir::new("console-browser-config");
     let config_file = config.path().join("tariff.toml");
-    std::fs::write(&config_file, "[backtest]\nrecord = true\n").unwrap();
-    let app = TestApp::start_with(
-        dir.path(),
-        &[
-            ("TARIFF_DATABASE_URL", crate::db::fresh_postgres().await),
-            ("TARIFF_ADMIN_TOKEN", ADMIN.to_string()),
-            ("TARIFF_CONFIG", config_file.display().to_string()),
-        ],
-        Clock::System,
+    // Backtests recorded; USDC top-ups on the local chain (USDC is taken 1:1, no pool read).
+    std::fs::write(
+        &config_file,
+        "[backtest]\nrecord = true\n\n[[topup]]\nnetwork = \"eip155:84532\"\n",
     )
-    .await;
-    // Seeded traffic: three quotes and a request paid from credits.
+    .unwrap();
+    let chain = crate::payments::Chain::start().await;
+    let mut vars = crate::payments::local_vars(&chain);
+    vars.extend([
+        ("TARIFF_DATABASE_URL", crate::db::fresh_postgres().await),
+        ("TARIFF_ADMIN_TOKEN", ADMIN.to_string()),
+        ("TARIFF_CONFIG", config_file.display().to_string()),
+    ]);
+    let app = TestApp::start_with(dir.path(), &vars, Clock::System).await;
+    // Seeded traffic: three quotes, one of them paid from credits and one on chain, and a
+    // $1.00 top-up paid in USDC through x402.
     for q in ["one", "two", "three"] {
         app.get(&format!("/search?q=browser+{q}")).await;
     }
     let (account, key) = open(&app).await;
     crate::credits::grant(&app, "b1", &account, 1_000_000, ADMIN).await;
+    let bearer = format!("Bearer {key}");
     let r = crate::sign_in::send(
         &app,
         "GET",
         "/search?q=browser+one",
-        &[("authorization", &format!("Bearer {key}"))],
+        &[("authorization", &bearer)],
     )
     .await;
     assert_eq!(r.status, 200);
+    let payer = chain.payer(10_000_000).await;
+    let (_, accepted) = crate::payments::quote(&app, "/search?q=browser+two").await;
+    let payment = crate::payments::Draft::honest(&payer, &accepted).v2(&payer);
+    let r = crate::payments::get_with(
+        &app,
+        "/search?q=browser+two",
+        &[("payment-signature", crate::payments::b64(&payment))],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let top_up = |payment: Option<String>| {
+        let mut req = Request::post("/top-up")
+            .header("authorization", &bearer)
+            .header("content-type", "application/json");
+        if let Some(p) = payment {
+            req = req.header("payment-signature", p);
+        }
+        req.body(Body::from(r#"{"credits":"$1.00"}"#)).unwrap()
+    };
+    let r = Reply::read(app.send(top_up(None)).await).await;
+    assert_eq!(r.status, 402, "{}", String::from_utf8_lossy(&r.body));
+    let accepted = r.payment_required()["accepts"][0].clone();
+    let payment = crate::payments::Draft::honest(&payer, &accepted).v2(&payer);
+    let r = Reply::read(app.send(top_up(Some(crate::payments::b64(&payment)))).await).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     app.state
         .quote_stats
         .as_ref()
@@ -538,10 +569,11 @@ async fn the_console_works_in_a_real_browser() {
     assert!(out.get("error").is_none(), "{out}");
     assert_eq!(out["loginUrl"], "/console/login", "{out}");
     assert_eq!(out["afterLogin"], "/console", "{out}");
-    // The credits request reused quote "one": three quotes, one paid, $0.02 earned.
+    // The paid requests reused quotes "one" and "two": three quotes, two paid, $0.04 earned (the
+    // top-up is credits bought, not revenue).
     assert_eq!(out["overview"]["quotes"], "3", "{out}");
-    assert_eq!(out["overview"]["paid"], "1", "{out}");
-    assert_eq!(out["overview"]["revenue"], "$0.020000", "{out}");
+    assert_eq!(out["overview"]["paid"], "2", "{out}");
+    assert_eq!(out["overview"]["revenue"], "$0.040000", "{out}");
     assert_eq!(out["svg"], true, "{out}");
     assert_eq!(
         out["preview"], "route search, rule simple-lookup: $0.020000",
@@ -563,11 +595,34 @@ async fn the_console_works_in_a_real_browser() {
         "{out}"
     );
     assert_eq!(out["paymentsTable"], true, "{out}");
+    // The payments page: the paid request and the top-up, their totals, the top-up credited.
+    let statuses: Vec<&str> = out["payments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r[5].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["credited", "credited"], "{out}");
+    assert_eq!(
+        out["totals"],
+        json!([[
+            "eip155:84532",
+            crate::payments::USDC.to_lowercase(),
+            "credited",
+            "2",
+            "$1.020000"
+        ]]),
+        "{out}"
+    );
+    assert_eq!(out["topups"][0][0], account.as_str(), "{out}");
+    assert_eq!(out["topups"][0][4], "$1.000000", "{out}");
+    assert_eq!(out["topups"][0][5], "x402", "{out}");
     // The edit made in the browser prices the next request.
     assert_eq!(out["priceAfterSave"], "30000", "{out}");
-    // The backtest re-priced the five recorded requests (three quotes, the paid retry, the one
-    // after the save) at today's $0.03 and the candidate's $0.05.
-    assert_eq!(out["backtest"]["inputs"], "5", "{out}");
+    // The backtest re-priced the seven recorded requests (three quotes, the credits retry, the
+    // on-chain quote and its paid retry, the one after the save) at today's $0.03 and the
+    // candidate's $0.05.
+    assert_eq!(out["backtest"]["inputs"], "7", "{out}");
     assert_eq!(out["backtest"]["now"], "$0.030000", "{out}");
     assert_eq!(out["backtest"]["candidate"], "$0.050000", "{out}");
     // The shadow never charged its price, and compared it on the two live requests.

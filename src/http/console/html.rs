@@ -596,13 +596,13 @@ pub fn payments(
     for t in topups {
         let _ = write!(
             body,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:?}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             escape(&t.account),
             escape(&t.network),
             escape(&t.token),
             escape(&t.amount),
             t.credit,
-            t.source,
+            t.source.as_str(),
         );
     }
     body.push_str("</table>");
