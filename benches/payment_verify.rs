@@ -7,7 +7,8 @@
 //! Group `payment_verify`: two baselines, a bare keccak256 of 192 bytes (the six encoded
 //! `TransferWithAuthorization` fields) and the EIP-712 signing hash alone (domain separator +
 //! struct hash, no ECDSA); then `local_check`, the whole `eip3009::check` of a valid signed
-//! authorization (one ECDSA public-key recovery), and `decode_and_check`, everything a paid
+//! authorization (one ECDSA public-key recovery), the recovery alone by k256 (alloy's, used
+//! before) and by libsecp256k1 (used now), and `decode_and_check`, everything a paid
 //! retry costs before its first RPC: base64 + JSON decode of the `PAYMENT-SIGNATURE` header,
 //! the exact-EVM shape check and `check`; the same for Permit2 (`permit2_parse_and_check`) and
 //! for a wallet sign-in (`siwx_decode_and_verify`).
@@ -163,6 +164,28 @@ fn bench_payment_verify(c: &mut Criterion) {
     });
     g.bench_function("local_check", |b| {
         b.iter(|| eip3009::check(black_box(&auth), black_box(&terms), NOW).unwrap())
+    });
+    // The public-key recovery alone, by alloy's k256 (what `check` used before) and by
+    // libsecp256k1 (what it uses now), on the same signature.
+    let hash = auth.signing_hash(&terms);
+    let sig = alloy::primitives::Signature::try_from(&auth.signature[..]).unwrap();
+    let rs: [u8; 64] = auth.signature[..64].try_into().unwrap();
+    assert_eq!(
+        tariff::payment::scheme::recover_signer(&rs, sig.v(), &hash),
+        Some(auth.message.from)
+    );
+    g.bench_function("recover_k256", |b| {
+        b.iter(|| {
+            black_box(&sig)
+                .recover_address_from_prehash(black_box(&hash))
+                .unwrap()
+        })
+    });
+    g.bench_function("recover_libsecp256k1", |b| {
+        b.iter(|| {
+            tariff::payment::scheme::recover_signer(black_box(&rs), sig.v(), black_box(&hash))
+                .unwrap()
+        })
     });
     g.bench_function("decode_and_check", |b| {
         b.iter(|| decode_and_check(black_box(&header), black_box(&terms), NOW))

@@ -5,6 +5,7 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -151,6 +152,36 @@ pub struct Config {
     pub aggregates: bool,
     /// Recording of pricing inputs for backtests (`[backtest]`); off by default.
     pub backtest: BacktestConfig,
+    /// The listener's limits against slow and hostile clients (`[server]`).
+    pub server: ServerLimits,
+}
+
+/// `[server]`: what one client may hold of the listener.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServerLimits {
+    /// Open connections at most; more wait in the kernel's accept queue.
+    pub max_connections: usize,
+    /// A request head must arrive within this (also between requests on a kept-alive
+    /// connection).
+    pub header_read_timeout: Duration,
+    /// A request body must arrive within this (408 otherwise).
+    pub body_read_timeout: Duration,
+    /// Header lines per request at most (431 beyond).
+    pub max_headers: usize,
+    /// The largest request head, request line and headers, in bytes (431 beyond).
+    pub max_header_bytes: usize,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        ServerLimits {
+            max_connections: 4096,
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
+            max_headers: 64,
+            max_header_bytes: 64 * 1024,
+        }
+    }
 }
 
 /// `[backtest]`: what a backtest may re-price, and how much of it is kept.
@@ -208,6 +239,18 @@ struct RawConfig {
     topup: Vec<crate::topup::config::RawTopup>,
     #[serde(default)]
     backtest: RawBacktest,
+    #[serde(default)]
+    server: RawServer,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    max_connections: Option<usize>,
+    header_read_timeout_ms: Option<u64>,
+    body_read_timeout_ms: Option<u64>,
+    max_headers: Option<usize>,
+    max_header_bytes: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -657,6 +700,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     }
 
     let backtest = backtest_terms(&raw.backtest)?;
+    let server = server_limits(&raw.server, payments.max_header_bytes)?;
 
     Ok(Config {
         listen,
@@ -689,7 +733,50 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         topup,
         aggregates: raw.aggregates.unwrap_or(true),
         backtest,
+        server,
     })
+}
+
+fn server_limits(r: &RawServer, payment_header: usize) -> Result<ServerLimits, ConfigError> {
+    let d = ServerLimits::default();
+    let ms = |v: Option<u64>, d: Duration, name: &str| match v {
+        None => Ok(d),
+        Some(v) if (100..=600_000).contains(&v) => Ok(Duration::from_millis(v)),
+        Some(_) => Err(invalid(name, "must be between 100 and 600000")),
+    };
+    let l = ServerLimits {
+        max_connections: r.max_connections.unwrap_or(d.max_connections),
+        header_read_timeout: ms(
+            r.header_read_timeout_ms,
+            d.header_read_timeout,
+            "server.header_read_timeout_ms",
+        )?,
+        body_read_timeout: ms(
+            r.body_read_timeout_ms,
+            d.body_read_timeout,
+            "server.body_read_timeout_ms",
+        )?,
+        max_headers: r.max_headers.unwrap_or(d.max_headers),
+        max_header_bytes: r.max_header_bytes.unwrap_or(d.max_header_bytes),
+    };
+    if !(1..=1_000_000).contains(&l.max_connections) {
+        return Err(invalid(
+            "server.max_connections",
+            "must be between 1 and 1000000",
+        ));
+    }
+    if !(8..=1024).contains(&l.max_headers) {
+        return Err(invalid("server.max_headers", "must be between 8 and 1024"));
+    }
+    // The payment header must fit in a request head, with room for the rest of it.
+    let least = (payment_header + 4096).max(8192);
+    if !(least..=1 << 20).contains(&l.max_header_bytes) {
+        return Err(invalid(
+            "server.max_header_bytes",
+            format!("must be between {least} (payments.max_header_bytes + 4096) and 1048576"),
+        ));
+    }
+    Ok(l)
 }
 
 fn backtest_terms(b: &RawBacktest) -> Result<BacktestConfig, ConfigError> {
@@ -1153,6 +1240,32 @@ mod tests {
         assert!(c.topup[0].permits(dai) && c.topup[0].offer == vec![dai]);
         assert_eq!(c.topup[0].policy.max_impact_bps, 100);
         assert_eq!(c.backtest, BacktestConfig::default());
+        assert_eq!(c.server, ServerLimits::default());
+    }
+
+    #[test]
+    fn server_limits_have_defaults_and_bounds() {
+        assert_eq!(from_toml("").unwrap().server, ServerLimits::default());
+        let c = from_toml("[server]\nmax_connections = 8\nheader_read_timeout_ms = 500\n").unwrap();
+        assert_eq!(c.server.max_connections, 8);
+        assert_eq!(c.server.header_read_timeout, Duration::from_millis(500));
+        for (bad, setting) in [
+            ("max_connections = 0", "server.max_connections"),
+            (
+                "header_read_timeout_ms = 5",
+                "server.header_read_timeout_ms",
+            ),
+            (
+                "body_read_timeout_ms = 700000",
+                "server.body_read_timeout_ms",
+            ),
+            ("max_headers = 2", "server.max_headers"),
+            // Too small for the 16 KiB payment header.
+            ("max_header_bytes = 16384", "server.max_header_bytes"),
+        ] {
+            let e = from_toml(&format!("[server]\n{bad}\n")).unwrap_err();
+            assert!(e.contains(setting), "{bad}: {e}");
+        }
     }
 
     #[test]

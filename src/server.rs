@@ -375,9 +375,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     );
     let state_stats = state.quote_stats.clone();
     let state_inputs = state.pricing_inputs.clone();
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    let limits = state.config.server;
+    crate::http::serve::serve(listener, app(state), limits, shutdown_signal()).await;
     if let Some(stats) = &state_stats
         && let Err(e) = stats.flush().await
     {

@@ -48,14 +48,7 @@ async fn gateway(state: &AppState, req: Request) -> Result<Response, ApiError> {
     };
 
     check_content_length(&parts.headers, state.config.max_body_bytes)?;
-    let bytes = axum::body::to_bytes(body, state.config.max_body_bytes)
-        .await
-        .map_err(|_| {
-            ApiError::too_large(format!(
-                "priced requests accept at most {} bytes",
-                state.config.max_body_bytes
-            ))
-        })?;
+    let bytes = read_body(body, state.config.max_body_bytes).await?;
     let (query_pairs, query) = parse_query(&parts.uri)?;
     let headers = declared_headers(&parts.headers, &route.headers)?;
     let parsed = parse_body(&parts.headers, &bytes)?;
@@ -248,9 +241,7 @@ async fn unpriced(
             format!("no priced route for {} {path}", parts.method),
         )),
         UnpricedPolicy::Pass => {
-            let bytes = axum::body::to_bytes(body, state.config.max_body_bytes)
-                .await
-                .map_err(|_| ApiError::too_large("body too large"))?;
+            let bytes = read_body(body, state.config.max_body_bytes).await?;
             let (pairs, _) = parse_query(&parts.uri)?;
             // Only the in-process demo reads a parsed body; a proxied request goes on as bytes.
             let parsed = match state.upstream {
@@ -309,4 +300,33 @@ fn host(headers: &HeaderMap) -> Option<String> {
         && h.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b));
     ok.then(|| h.to_string())
+}
+
+/// A request body of at most `max` bytes: 413 beyond it, 408 when the client stopped sending
+/// it within the listener's body-read timeout, 400 when the connection broke off.
+async fn read_body(body: Body, max: usize) -> Result<bytes::Bytes, ApiError> {
+    let e = match axum::body::to_bytes(body, max).await {
+        Ok(b) => return Ok(b),
+        Err(e) => e,
+    };
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    while let Some(c) = cause {
+        if c.is::<http_body_util::LengthLimitError>() {
+            return Err(ApiError::too_large(format!(
+                "priced requests accept at most {max} bytes"
+            )));
+        }
+        if c.is::<tower_http::timeout::TimeoutError>() {
+            return Err(ApiError::new(
+                axum::http::StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                "the request body was not sent in time",
+            ));
+        }
+        cause = c.source();
+    }
+    Err(ApiError::bad_request(
+        "body_unreadable",
+        format!("the request body could not be read: {e}"),
+    ))
 }

@@ -14,6 +14,7 @@ pub mod payment_required;
 pub mod preview;
 pub mod rate_limit;
 pub mod request;
+pub mod serve;
 pub mod sign_in;
 pub mod topup;
 pub mod upstream;

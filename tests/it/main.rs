@@ -5,6 +5,7 @@ mod console;
 mod credits;
 mod db;
 mod gateway;
+mod hardening;
 mod harness;
 mod ledger;
 mod payment_required;

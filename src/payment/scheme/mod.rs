@@ -192,9 +192,8 @@ pub fn check_eoa_signature(
     if !matches!(signature[64], 0 | 1 | 27 | 28) {
         return Err("invalid recovery byte");
     }
-    let recovered = sig
-        .recover_address_from_prehash(hash)
-        .map_err(|_| "no signer can be recovered")?;
+    let recovered =
+        recover_signer(&signature[..64], sig.v(), hash).ok_or("no signer can be recovered")?;
     if recovered == Address::ZERO {
         return Err("recovers to the zero address");
     }
@@ -202,6 +201,28 @@ pub fn check_eoa_signature(
         return Err("signed by another key, or for another token, chain or domain");
     }
     Ok(SignatureCheck::Recovered)
+}
+
+/// The address whose key made the compact signature `rs` (r ‖ s, 64 bytes) with parity
+/// `y_odd` over `hash`, if any. Through libsecp256k1: recovery is nearly all of a payment's
+/// local verification cost, and the C library does it several times faster than k256 (the
+/// `payment_verify` bench compares both; a property test checks they always agree).
+pub fn recover_signer(rs: &[u8], y_odd: bool, hash: &B256) -> Option<Address> {
+    use secp256k1::ecdsa::{RecoverableSignature, RecoveryId};
+    static CONTEXT: std::sync::LazyLock<secp256k1::Secp256k1<secp256k1::VerifyOnly>> =
+        std::sync::LazyLock::new(secp256k1::Secp256k1::verification_only);
+    let id = if y_odd {
+        RecoveryId::One
+    } else {
+        RecoveryId::Zero
+    };
+    let sig = RecoverableSignature::from_compact(rs, id).ok()?;
+    let key = CONTEXT
+        .recover_ecdsa(secp256k1::Message::from_digest(hash.0), &sig)
+        .ok()?;
+    Some(Address::from_raw_public_key(
+        &key.serialize_uncompressed()[1..],
+    ))
 }
 
 /// The schemes this server takes.
@@ -244,4 +265,74 @@ pub fn for_record(stored: &StoredAuthorization) -> Result<&'static dyn Scheme, P
             stored.method
         ))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use alloy::signers::SignerSync;
+    use alloy::signers::local::PrivateKeySigner;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// What alloy (k256) recovers: the reference the C library must agree with.
+    fn k256_recover(rs: &[u8; 64], y_odd: bool, hash: &B256) -> Option<Address> {
+        let mut bytes = [0u8; 65];
+        bytes[..64].copy_from_slice(rs);
+        bytes[64] = u8::from(y_odd);
+        alloy::primitives::Signature::try_from(&bytes[..])
+            .ok()?
+            .recover_address_from_prehash(hash)
+            .ok()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn libsecp256k1_recovers_what_k256_recovers(key in any::<[u8; 32]>(), hash in any::<[u8; 32]>()) {
+            let Ok(signer) = PrivateKeySigner::from_bytes(&B256::from(key)) else {
+                return Ok(()); // not a valid scalar
+            };
+            let hash = B256::from(hash);
+            let sig = signer.sign_hash_sync(&hash).unwrap();
+            let bytes = sig.as_bytes();
+            let rs: [u8; 64] = bytes[..64].try_into().unwrap();
+            prop_assert_eq!(recover_signer(&rs, sig.v(), &hash), Some(signer.address()));
+            prop_assert_eq!(k256_recover(&rs, sig.v(), &hash), Some(signer.address()));
+            // The other parity recovers another key (or none), the same on both.
+            prop_assert_eq!(recover_signer(&rs, !sig.v(), &hash), k256_recover(&rs, !sig.v(), &hash));
+        }
+
+        #[test]
+        fn arbitrary_bytes_recover_the_same_on_both(rs in any::<[u8; 64]>(), y_odd: bool, hash in any::<[u8; 32]>()) {
+            let hash = B256::from(hash);
+            prop_assert_eq!(recover_signer(&rs, y_odd, &hash), k256_recover(&rs, y_odd, &hash));
+        }
+    }
+
+    #[test]
+    fn edge_scalars_recover_nothing_on_both() {
+        let n: [u8; 32] =
+            hex::decode("fffffffffffffffffffffffffffffffebaaedce6af48a03bbfd25e8cd0364141")
+                .unwrap()
+                .try_into()
+                .unwrap();
+        let hash = B256::repeat_byte(7);
+        for (r, s) in [
+            ([0u8; 32], [1u8; 32]),
+            ([1u8; 32], [0u8; 32]),
+            (n, [1u8; 32]),
+            ([1u8; 32], n),
+            ([0xff; 32], [1u8; 32]),
+        ] {
+            let mut rs = [0u8; 64];
+            rs[..32].copy_from_slice(&r);
+            rs[32..].copy_from_slice(&s);
+            for y in [false, true] {
+                assert_eq!(recover_signer(&rs, y, &hash), None, "{r:x?} {s:x?}");
+                assert_eq!(k256_recover(&rs, y, &hash), None, "{r:x?} {s:x?}");
+            }
+        }
+    }
 }
