@@ -149,7 +149,8 @@ fn bench_pricing(c: &mut Criterion) {
             transfer_method: Default::default(),
             scheme: Default::default(),
             facilitator: None,
-        }],
+        }]
+        .into(),
         created_at: UnixMillis(1),
         expires_at: UnixMillis(300_001),
         topup: None,

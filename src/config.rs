@@ -140,6 +140,9 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub quote_ttl_seconds: u64,
     pub memory_quote_capacity: usize,
+    /// With Redis: quotes kept in this instance's cache in front of it (a repeat of a recent
+    /// request then costs no round trip; older ones are read from Redis).
+    pub local_quote_cache: usize,
     pub max_price: UsdMicros,
     /// Accounts `POST /accounts` may open per minute on this instance (0 disables signup).
     pub signups_per_minute: u32,
@@ -280,6 +283,7 @@ struct RawPayments {
 struct RawQuotes {
     ttl_seconds: Option<u64>,
     memory_capacity: Option<usize>,
+    local_cache_capacity: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -600,6 +604,10 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     if memory_quote_capacity == 0 {
         return Err(invalid("quotes.memory_capacity", "must be at least 1"));
     }
+    let local_quote_cache = raw.quotes.local_cache_capacity.unwrap_or(10_000);
+    if local_quote_cache == 0 {
+        return Err(invalid("quotes.local_cache_capacity", "must be at least 1"));
+    }
     let max_body_bytes = raw.max_body_bytes.unwrap_or(64 * 1024);
     if !(1024..=16 * 1024 * 1024).contains(&max_body_bytes) {
         return Err(invalid(
@@ -725,6 +733,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         max_body_bytes,
         quote_ttl_seconds,
         memory_quote_capacity,
+        local_quote_cache,
         max_price,
         signups_per_minute: raw.signups_per_minute.unwrap_or(60),
         rules_reload_ms: raw.pricing.reload_ms.unwrap_or(1000).max(100),

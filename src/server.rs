@@ -143,7 +143,7 @@ pub async fn build_state(config: Config, opts: BuildOptions) -> anyhow::Result<A
         terms,
         config.quote_ttl_seconds,
         opts.clock,
-        config.memory_quote_capacity,
+        config.local_quote_cache,
     );
     let mut topup = crate::http::topup::Valuers::new();
     for t in &config.topup {

@@ -467,7 +467,7 @@ async fn issue(
         },
         method: "POST".into(),
         path: PATH.into(),
-        offers,
+        offers: offers.into(),
         created_at: now,
         expires_at: now.plus_secs(timeout),
         topup: Some(Box::new(TopupTerms {

@@ -1,6 +1,7 @@
 //! Issuing quotes: turn a price into offers on every configured network and store the quote
 //! under the request's hash, or find the one already open for it.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::memory::MemoryQuoteStore;
@@ -29,7 +30,13 @@ pub struct QuoteEngine {
     pub terms: Vec<PaymentTerms>,
     pub ttl_seconds: u64,
     pub clock: Clock,
+    /// The offers of each recent (price, metered): every quote of that price shares them.
+    shared: Arc<std::sync::Mutex<HashMap<(UsdMicros, bool), Arc<[Offer]>>>>,
 }
+
+/// Distinct (price, metered) pairs whose offers are kept; beyond it the map starts over (a
+/// rule pricing by a continuous input gives many prices, each cheap to rebuild).
+const SHARED_OFFERS: usize = 4096;
 
 /// What to quote: the request and the price the rules gave it.
 pub struct QuoteRequest<'a> {
@@ -68,7 +75,26 @@ impl QuoteEngine {
             terms,
             ttl_seconds,
             clock,
+            shared: Arc::default(),
         }
+    }
+
+    /// [`Self::offers`], shared with the other quotes of the same price.
+    pub fn shared_offers(
+        &self,
+        price: UsdMicros,
+        metered: bool,
+    ) -> Result<Arc<[Offer]>, IssueError> {
+        let mut shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(o) = shared.get(&(price, metered)) {
+            return Ok(o.clone());
+        }
+        let offers: Arc<[Offer]> = self.offers(price, metered)?.into();
+        if shared.len() >= SHARED_OFFERS {
+            shared.clear();
+        }
+        shared.insert((price, metered), offers.clone());
+        Ok(offers)
     }
 
     /// The open quote for a request, if there is one (local cache first).
@@ -148,7 +174,7 @@ impl QuoteEngine {
             rule: req.rule,
             method: req.method.to_string(),
             path: req.path.to_string(),
-            offers: self.offers(req.price, req.metered)?,
+            offers: self.shared_offers(req.price, req.metered)?,
             created_at: now,
             expires_at: now.plus_secs(self.ttl_seconds),
             topup: None,

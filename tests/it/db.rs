@@ -53,7 +53,7 @@ fn quote(route: &str, rule: &str, price: u64, at_ms: u64) -> Quote {
         },
         method: "GET".into(),
         path: "/search".into(),
-        offers: vec![],
+        offers: vec![].into(),
         created_at: UnixMillis(at_ms),
         expires_at: UnixMillis(at_ms + 300_000),
         topup: None,

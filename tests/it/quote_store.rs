@@ -21,7 +21,7 @@ fn quote(hash: u8, now: UnixMillis, ttl_ms: u64, price: u64) -> Arc<Quote> {
         },
         method: "GET".into(),
         path: "/p".into(),
-        offers: vec![],
+        offers: vec![].into(),
         created_at: now,
         expires_at: UnixMillis(now.0 + ttl_ms),
         topup: None,
