@@ -31,8 +31,11 @@ pub struct QuoteEngine {
     pub ttl_seconds: u64,
     pub clock: Clock,
     /// The offers of each recent (price, metered): every quote of that price shares them.
-    shared: Arc<std::sync::Mutex<HashMap<(UsdMicros, bool), Arc<[Offer]>>>>,
+    shared: Arc<std::sync::Mutex<SharedOffers>>,
 }
+
+/// Offers by (price, metered).
+type SharedOffers = HashMap<(UsdMicros, bool), Arc<[Offer]>>;
 
 /// Distinct (price, metered) pairs whose offers are kept; beyond it the map starts over (a
 /// rule pricing by a continuous input gives many prices, each cheap to rebuild).
