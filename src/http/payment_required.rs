@@ -59,31 +59,35 @@ fn empty_object() -> &'static RawValue {
     EMPTY.get_or_init(|| RawValue::from_string("{}".into()).expect("valid JSON"))
 }
 
-fn v2_resource(route: &Route, resource_url: &str) -> v2::ResourceInfo {
-    let mut resource = v2::ResourceInfo::new(resource_url);
-    resource.description = Some(description(route));
-    resource.mime_type = Some(route.mime_type.clone());
-    if let Some(d) = &route.discovery {
-        resource.service_name = d.service_name.clone();
-        resource.tags = (!d.tags.is_empty()).then(|| d.tags.clone());
-        resource.icon_url = d.icon_url.clone();
-    }
-    resource
-}
-
 // The two bodies below have the exact wire shape of `x402::v2::PaymentRequired` and
 // `x402::v1::PaymentRequirementsResponse` (tests/it/payment_required.rs reads them back with an
 // independent decoder), but borrow the route's discovery JSON, rendered once at load, instead
 // of rebuilding it per request.
 
+/// The v2 body up to its `extensions`, which are spliced in after it (they are JSON text
+/// already: the route's, rendered at load, and maybe a fresh sign-in challenge).
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct V2Body<'a> {
+struct V2Head<'a> {
     x402_version: u32,
     error: &'a str,
-    resource: v2::ResourceInfo,
+    resource: ResourceRef<'a>,
     accepts: Vec<v2::PaymentRequirements>,
-    extensions: &'a RawValue,
+}
+
+/// [`v2::ResourceInfo`]'s wire shape, borrowing the route's fields instead of copying them.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ResourceRef<'a> {
+    url: &'a str,
+    description: &'a str,
+    mime_type: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    service_name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tags: Option<&'a [String]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    icon_url: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -131,27 +135,45 @@ fn v2_json_with(
         .v2_extensions
         .get(&quote.method)
         .map_or(empty_object(), |e| &**e);
-    let merged;
-    let extensions: &RawValue = match sign_in {
-        None => base,
-        Some(c) => {
-            merged = RawValue::from_string(c.add_to(base.get()))
-                .expect("a JSON object with one member added");
-            &merged
+    let described;
+    let description = match &route.description {
+        Some(d) => d.as_str(),
+        None => {
+            described = description(route);
+            &described
         }
     };
-    let body = V2Body {
+    let discovery = route.discovery.as_ref();
+    let head = V2Head {
         x402_version: x402::X402_VERSION_V2,
         error,
-        resource: v2_resource(route, resource_url),
+        resource: ResourceRef {
+            url: resource_url,
+            description,
+            mime_type: &route.mime_type,
+            service_name: discovery.and_then(|d| d.service_name.as_deref()),
+            tags: discovery
+                .map(|d| d.tags.as_slice())
+                .filter(|t| !t.is_empty()),
+            icon_url: discovery.and_then(|d| d.icon_url.as_deref()),
+        },
         accepts: quote
             .offers
             .iter()
             .map(|o| v2_requirement(o, quote))
             .collect(),
-        extensions,
     };
-    serde_json::to_vec(&body).expect("402 body serialises")
+    let mut out = Vec::with_capacity(2048 + base.get().len());
+    serde_json::to_writer(&mut out, &head).expect("402 body serialises");
+    // `{…}` → `{…,"extensions":…}`.
+    out.pop();
+    out.extend_from_slice(b",\"extensions\":");
+    match sign_in {
+        None => out.extend_from_slice(base.get().as_bytes()),
+        Some(c) => c.append_to(base.get(), &mut out),
+    }
+    out.push(b'}');
+    out
 }
 
 fn v1_requirement<'a>(

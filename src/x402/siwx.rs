@@ -94,41 +94,59 @@ impl Challenge {
     /// [`Challenge::declaration`] as JSON text, without building a tree (a 402 is rendered
     /// per request).
     pub fn declaration_json(&self) -> String {
-        serde_json::to_string(&Declaration {
-            info: Info {
-                domain: &self.domain,
-                uri: &self.uri,
-                version: VERSION,
-                nonce: &self.nonce,
-                issued_at: format_rfc3339(self.issued_at_ms),
-                resources: [&self.uri],
-                expiration_time: format_rfc3339(self.expires_at_ms),
-                statement: &self.statement,
+        let mut out = Vec::with_capacity(1280);
+        self.write_declaration(&mut out);
+        String::from_utf8(out).expect("serde_json writes UTF-8")
+    }
+
+    fn write_declaration(&self, out: &mut Vec<u8>) {
+        serde_json::to_writer(
+            out,
+            &Declaration {
+                info: Info {
+                    domain: &self.domain,
+                    uri: &self.uri,
+                    version: VERSION,
+                    nonce: &self.nonce,
+                    issued_at: format_rfc3339(self.issued_at_ms),
+                    resources: [&self.uri],
+                    expiration_time: format_rfc3339(self.expires_at_ms),
+                    statement: &self.statement,
+                },
+                supported_chains: self
+                    .chains
+                    .iter()
+                    .map(|c| SupportedChain {
+                        chain_id: c,
+                        kind: "eip191",
+                    })
+                    .collect(),
+                schema: schema(),
             },
-            supported_chains: self
-                .chains
-                .iter()
-                .map(|c| SupportedChain {
-                    chain_id: c,
-                    kind: "eip191",
-                })
-                .collect(),
-            schema: schema(),
-        })
-        .expect("strings serialise")
+        )
+        .expect("strings serialise");
     }
 
     /// `extensions` (a JSON object's text) with this challenge added under [`KEY`], by splicing
     /// rather than parsing: `extensions` is serde_json output, so it ends with its `}`.
     pub fn add_to(&self, extensions: &str) -> String {
-        let decl = self.declaration_json();
+        let mut out = Vec::with_capacity(extensions.len() + 1280);
+        self.append_to(extensions, &mut out);
+        String::from_utf8(out).expect("UTF-8 in, UTF-8 out")
+    }
+
+    /// [`Challenge::add_to`], written at the end of `out` (the 402 is assembled in one buffer).
+    pub fn append_to(&self, extensions: &str, out: &mut Vec<u8>) {
         let body = extensions.trim_end().strip_suffix('}').unwrap_or("{");
-        let sep = if body.trim_end().ends_with('{') {
-            ""
-        } else {
-            ","
-        };
-        format!("{body}{sep}\"{KEY}\":{decl}}}")
+        out.extend_from_slice(body.as_bytes());
+        if !body.trim_end().ends_with('{') {
+            out.push(b',');
+        }
+        out.push(b'"');
+        out.extend_from_slice(KEY.as_bytes());
+        out.extend_from_slice(b"\":");
+        self.write_declaration(out);
+        out.push(b'}');
     }
 }
 
