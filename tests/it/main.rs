@@ -4,6 +4,7 @@ mod cli;
 mod console;
 mod credits;
 mod db;
+mod faults;
 mod gateway;
 mod hardening;
 mod harness;

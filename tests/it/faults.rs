@@ -1,0 +1,162 @@
+//! Faults under load: Redis stopped and started again while unpaid and credit-paid requests
+//! keep coming. Every answer is a 402, a served request, or a 503 naming the quote store;
+//! service comes back by itself; and every credit-paid answer is charged exactly once.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tariff::ledger::{AccountId, TransferKind};
+
+use crate::credits::{ADMIN, grant, open};
+use crate::harness::{TestApp, repo_rules};
+use crate::payments::get_with;
+
+fn redis_on(sock: &Path) -> Child {
+    Command::new("redis-server")
+        .args([
+            "--port",
+            "0",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--unixsocket",
+        ])
+        .arg(sock)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("redis-server is installed by scripts/test")
+}
+
+async fn wait_for(sock: &Path) {
+    for _ in 0..200 {
+        if sock.exists() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("redis did not open {}", sock.display());
+}
+
+#[derive(Default, Debug)]
+struct Tally {
+    quoted: u64,
+    served: u64,
+    store_down: u64,
+    other: Vec<(u16, String)>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restarting_under_load_fails_closed_and_recovers_without_double_charges() {
+    let dir = crate::harness::TempDir::new("faults");
+    let sock = dir.path().join("r.sock");
+    let mut redis = redis_on(&sock);
+    wait_for(&sock).await;
+    let app = Arc::new(
+        TestApp::start(
+            &repo_rules(),
+            &[
+                ("TARIFF_REDIS_URL", format!("unix://{}", sock.display())),
+                ("TARIFF_FINGERPRINT_KEY", hex::encode([9u8; 32])),
+                ("TARIFF_DATABASE_URL", crate::db::fresh_postgres().await),
+                ("TARIFF_ADMIN_TOKEN", ADMIN.to_string()),
+            ],
+        )
+        .await,
+    );
+    let (account, key) = open(&app).await;
+    assert_eq!(
+        grant(&app, "f1", &account, 100_000_000, ADMIN).await.status,
+        200
+    );
+
+    // Four clients, two unpaid and two paying from credits, each query distinct.
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..4)
+        .map(|c| {
+            let (app, stop, key) = (app.clone(), stop.clone(), key.clone());
+            tokio::spawn(async move {
+                let mut t = Tally::default();
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    i += 1;
+                    let uri = format!("/search?q=fault+{c}+{i}");
+                    let r = if c % 2 == 0 {
+                        app.get(&uri).await
+                    } else {
+                        get_with(&app, &uri, &[("authorization", format!("Bearer {key}"))]).await
+                    };
+                    match (r.status, r.error_code().as_str()) {
+                        (402, _) => t.quoted += 1,
+                        (200, _) => t.served += 1,
+                        (503, "quote_store_unavailable") => t.store_down += 1,
+                        (s, code) => t.other.push((s, code.to_string())),
+                    }
+                }
+                t
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    redis.kill().unwrap();
+    redis.wait().unwrap();
+    let _ = std::fs::remove_file(&sock);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let mut redis = redis_on(&sock);
+    wait_for(&sock).await;
+    // Back by itself: within a few seconds a new request is quoted again.
+    let mut recovered = false;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if app.get("/search?q=after+the+restart").await.status == 402 {
+            recovered = true;
+            break;
+        }
+    }
+    assert!(recovered, "service did not come back after Redis restarted");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Tally::default();
+    for c in clients {
+        let t = c.await.unwrap();
+        all.quoted += t.quoted;
+        all.served += t.served;
+        all.store_down += t.store_down;
+        all.other.extend(t.other);
+    }
+    redis.kill().unwrap();
+    let _ = redis.wait();
+    assert!(all.other.is_empty(), "unexpected answers: {:?}", all.other);
+    assert!(all.store_down > 0, "the outage was not seen: {all:?}");
+    assert!(all.quoted > 0 && all.served > 0, "{all:?}");
+
+    // Exactly one charge per served request, and the books balance.
+    let ledger = app.state.accounts.as_ref().unwrap().ledger();
+    let account_id = AccountId::new(account.as_str()).unwrap();
+    let mut charged = 0u64;
+    let mut cursor = None;
+    loop {
+        let page = ledger.history(&account_id, cursor, 1000).await.unwrap();
+        charged += page
+            .transfers
+            .iter()
+            .filter(|t| t.kind == TransferKind::Post || t.kind == TransferKind::RequestDebit)
+            .count() as u64;
+        match page.next {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(charged, all.served, "{all:?}");
+    let balance = ledger.balance(&account_id).await.unwrap();
+    assert_eq!(
+        balance.posted(),
+        100_000_000 - 20_000 * all.served as i64,
+        "{all:?}"
+    );
+    assert_eq!(balance.held().0, 0, "no hold left open");
+    app.assert_ledger_clean().await;
+}
