@@ -153,11 +153,9 @@ fn mutate(rng: &mut Rng, input: &mut Vec<u8>, seeds: &[Vec<u8>]) {
     input.truncate(64 * 1024);
 }
 
-/// One signed v2 and v1 EIP-3009 payment, a Permit2 one, as headers (base64 JSON).
-fn payment_seeds() -> Vec<Vec<u8>> {
-    use tariff::payment::scheme::Terms;
-    use tariff::payment::scheme::exact_eip3009::{Authorization, TransferWithAuthorization};
-    let terms = Terms {
+/// The payment terms every payment is checked against (Base Sepolia USDC, $0.02).
+fn terms() -> tariff::payment::scheme::Terms {
+    tariff::payment::scheme::Terms {
         chain_id: 84532,
         asset: "0x036CbD53842c5426634e7929541eC2318f3dCF7e"
             .parse()
@@ -169,7 +167,13 @@ fn payment_seeds() -> Vec<Vec<u8>> {
         eip712_name: "USDC".into(),
         eip712_version: "2".into(),
         facilitator: None,
-    };
+    }
+}
+
+/// One signed v2 and v1 EIP-3009 payment, a Permit2 one, as headers (base64 JSON).
+fn payment_seeds() -> Vec<Vec<u8>> {
+    use tariff::payment::scheme::exact_eip3009::{Authorization, TransferWithAuthorization};
+    let terms = terms();
     let payer = PrivateKeySigner::from_bytes(&B256::repeat_byte(0x42)).unwrap();
     let mut auth = Authorization {
         message: TransferWithAuthorization {
@@ -442,19 +446,7 @@ fn main() {
         .add(b'{')
         .add(b'}');
     let ctx = Context {
-        terms: tariff::payment::scheme::Terms {
-            chain_id: 84532,
-            asset: "0x036CbD53842c5426634e7929541eC2318f3dCF7e"
-                .parse()
-                .unwrap(),
-            pay_to: "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
-                .parse()
-                .unwrap(),
-            amount: U256::from(20_000u64),
-            eip712_name: "USDC".into(),
-            eip712_version: "2".into(),
-            facilitator: None,
-        },
+        terms: terms(),
         key: tariff::quote::fingerprint::FingerprintKey::new([7; 32]),
         env: tariff::pricing::expr::ExprEnv::new(),
         opts: tariff::pricing::rules::LoadOptions {

@@ -2,8 +2,6 @@
 //! keep coming. Every answer is a 402, a served request, or a 503 naming the quote store;
 //! service comes back by itself; and every credit-paid answer is charged exactly once.
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -13,33 +11,7 @@ use tariff::ledger::{AccountId, TransferKind};
 use crate::credits::{ADMIN, grant, open};
 use crate::harness::{TestApp, repo_rules};
 use crate::payments::get_with;
-
-fn redis_on(sock: &Path) -> Child {
-    Command::new("redis-server")
-        .args([
-            "--port",
-            "0",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--unixsocket",
-        ])
-        .arg(sock)
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("redis-server is installed by scripts/test")
-}
-
-async fn wait_for(sock: &Path) {
-    for _ in 0..200 {
-        if sock.exists() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("redis did not open {}", sock.display());
-}
+use crate::support::{redis_on, wait_for_socket};
 
 #[derive(Default, Debug)]
 struct Tally {
@@ -54,7 +26,7 @@ async fn redis_restarting_under_load_fails_closed_and_recovers_without_double_ch
     let dir = crate::harness::TempDir::new("faults");
     let sock = dir.path().join("r.sock");
     let mut redis = redis_on(&sock);
-    wait_for(&sock).await;
+    wait_for_socket(&sock).await;
     let app = Arc::new(
         TestApp::start(
             &repo_rules(),
@@ -106,7 +78,7 @@ async fn redis_restarting_under_load_fails_closed_and_recovers_without_double_ch
     let _ = std::fs::remove_file(&sock);
     tokio::time::sleep(Duration::from_millis(700)).await;
     let mut redis = redis_on(&sock);
-    wait_for(&sock).await;
+    wait_for_socket(&sock).await;
     // Back by itself: within a few seconds a new request is quoted again.
     let mut recovered = false;
     for _ in 0..100 {

@@ -365,26 +365,8 @@ async fn instances_sharing_redis_share_quotes() {
 async fn redis_going_down_fails_closed_with_503() {
     let dir = crate::harness::TempDir::new("redis-down");
     let sock = dir.path().join("r.sock");
-    let mut redis = std::process::Command::new("redis-server")
-        .args([
-            "--port",
-            "0",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--unixsocket",
-        ])
-        .arg(&sock)
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("redis-server is installed by scripts/test");
-    for _ in 0..100 {
-        if sock.exists() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    let mut redis = crate::support::redis_on(&sock);
+    crate::support::wait_for_socket(&sock).await;
     let vars = [
         ("TARIFF_REDIS_URL", format!("unix://{}", sock.display())),
         ("TARIFF_FINGERPRINT_KEY", random_key()),

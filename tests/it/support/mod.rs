@@ -215,3 +215,32 @@ impl Drop for AnvilNode {
         let _ = self.child.wait(); // the shell exits once anvil has; reaping it leaves no zombie
     }
 }
+
+/// A private redis-server listening only on the unix socket `sock` (for tests that stop it).
+pub fn redis_on(sock: &std::path::Path) -> std::process::Child {
+    std::process::Command::new("redis-server")
+        .args([
+            "--port",
+            "0",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--unixsocket",
+        ])
+        .arg(sock)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("redis-server is installed by scripts/test")
+}
+
+/// Waits (up to 2 s) for `sock` to appear.
+pub async fn wait_for_socket(sock: &std::path::Path) {
+    for _ in 0..200 {
+        if sock.exists() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("nothing opened {}", sock.display());
+}
