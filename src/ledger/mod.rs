@@ -27,6 +27,8 @@ mod store;
 mod types;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 pub use error::LedgerError;
 pub use types::{
@@ -54,6 +56,9 @@ const EXPIRED: &str = "expired";
 pub struct Ledger {
     db: Db,
     clock: Clock,
+    /// Writes done by the one-statement fast path, shared by clones: the fast path falls back
+    /// silently by design, so this is how a test (and an operator) sees that it is taken.
+    one_statement_writes: Arc<AtomicU64>,
 }
 
 /// What a write did: wrote new rows, or found the identical rows already there.
@@ -86,7 +91,17 @@ const CQ: usize = 3;
 
 impl Ledger {
     pub fn new(db: Db, clock: Clock) -> Self {
-        Ledger { db, clock }
+        Ledger {
+            db,
+            clock,
+            one_statement_writes: Arc::default(),
+        }
+    }
+
+    /// Writes (transfers, holds, posts, voids) the PostgreSQL one-statement path has applied
+    /// since this ledger was made; the rest went through the transactional path.
+    pub fn one_statement_writes(&self) -> u64 {
+        self.one_statement_writes.load(Ordering::Relaxed)
     }
 
     pub fn db(&self) -> &Db {
@@ -222,12 +237,15 @@ impl Ledger {
                 created_at: now,
             });
         }
+        let deltas = deltas_of(&rows, 0);
+        if self.try_in_one_statement(&mut rows, &deltas).await? {
+            return Ok(rows);
+        }
         let mut tx = Tx::begin(&self.db).await?;
         if let Some(replayed) = replay(&mut tx, &rows, group_id.as_ref()).await? {
             tx.rollback().await?;
             return Ok(replayed);
         }
-        let deltas = deltas_of(&rows, 0);
         Ok(self
             .apply(tx, rows, group_id.as_ref(), deltas)
             .await?
@@ -248,6 +266,7 @@ impl Ledger {
             return Err(LedgerError::InvalidExpiry);
         }
         let now = self.clock.now();
+        let expires_at = new.expires_at;
         let row = Transfer {
             id: new.id,
             seq: 0,
@@ -258,20 +277,24 @@ impl Ledger {
             refs: new.refs,
             group_id: None,
             pending_id: None,
-            expires_at: Some(new.expires_at),
+            expires_at: Some(expires_at),
             created_at: now,
         };
+        let deltas = deltas_of(std::slice::from_ref(&row), 0);
+        let mut rows = vec![row];
+        if expires_at > now && self.try_in_one_statement(&mut rows, &deltas).await? {
+            return Ok(rows.remove(0));
+        }
         let mut tx = Tx::begin(&self.db).await?;
-        if let Some(mut replayed) = replay(&mut tx, std::slice::from_ref(&row), None).await? {
+        if let Some(mut replayed) = replay(&mut tx, &rows, None).await? {
             tx.rollback().await?;
             return Ok(replayed.remove(0));
         }
         // After the replay check: retrying a hold after its expiry still returns the original.
-        if new.expires_at <= now {
+        if expires_at <= now {
             return Err(LedgerError::InvalidExpiry);
         }
-        let deltas = deltas_of(std::slice::from_ref(&row), 0);
-        Ok(self.apply(tx, vec![row], None, deltas).await?.into_one())
+        Ok(self.apply(tx, rows, None, deltas).await?.into_one())
     }
 
     /// Posts `amount` (at most the held amount) of `hold` to its credit account and releases
@@ -305,6 +328,12 @@ impl Ledger {
         post: Option<UsdMicros>,
         refs: References,
     ) -> Result<Applied, LedgerError> {
+        if let Some(done) = self
+            .resolve_in_one_statement(&id, hold_id, post, &refs)
+            .await?
+        {
+            return Ok(Applied::Fresh(done));
+        }
         let mut tx = Tx::begin(&self.db).await?;
         // Read after BEGIN (which may wait for SQLite's write lock), so expiry is judged as late
         // as possible. A PostgreSQL post can still commit after the instant it was judged (it
@@ -314,23 +343,7 @@ impl Ledger {
             Some(t) if t.kind == TransferKind::Hold => t,
             _ => return Err(LedgerError::UnknownHold(hold_id.clone())),
         };
-        let row = Transfer {
-            id,
-            seq: 0,
-            kind: if post.is_some() {
-                TransferKind::Post
-            } else {
-                TransferKind::Void
-            },
-            debit: hold.debit.clone(),
-            credit: hold.credit.clone(),
-            amount: post.unwrap_or(hold.amount),
-            refs,
-            group_id: None,
-            pending_id: Some(hold.id.clone()),
-            expires_at: None,
-            created_at: now,
-        };
+        let row = resolution_row(id, &hold, post, refs, now);
         if let Some(replayed) = replay(&mut tx, std::slice::from_ref(&row), None).await? {
             tx.rollback().await?;
             return Ok(Applied::Replayed(replayed));
@@ -508,6 +521,82 @@ impl Ledger {
         Ok(report)
     }
 
+    /// PostgreSQL's fast path for a write that succeeds: one statement (`ledger_apply`) instead
+    /// of a transaction of 8–10, holding the account locks for that statement only. `true` when
+    /// it wrote `rows` (their seqs filled in). `false` when it wrote nothing and the
+    /// transactional path must decide: a replay, a conflict, an unknown account, insufficient
+    /// funds, a concurrently resolved hold, an overflow — so every refusal and every replay
+    /// keeps exactly one implementation, the one the model and chaos tests pin down.
+    async fn try_in_one_statement(
+        &self,
+        rows: &mut [Transfer],
+        deltas: &Deltas,
+    ) -> Result<bool, LedgerError> {
+        let Db::Postgres(pool) = &self.db else {
+            // SQLite runs in-process: round trips cost nothing there.
+            return Ok(false);
+        };
+        let mut narrowed = Vec::with_capacity(deltas.len());
+        for (account, delta) in deltas {
+            let mut add = [0i64; 4];
+            for (to, from) in add.iter_mut().zip(delta) {
+                match i64::try_from(*from) {
+                    Ok(v) => *to = v,
+                    Err(_) => return Ok(false),
+                }
+            }
+            narrowed.push(store::AccountDelta { account, add });
+        }
+        match store::apply_in_one_statement(pool, rows, &narrowed).await {
+            Ok(Some(seqs)) => {
+                for (row, seq) in rows.iter_mut().zip(seqs) {
+                    row.seq = seq;
+                }
+                self.one_statement_writes.fetch_add(1, Ordering::Relaxed);
+                Ok(true)
+            }
+            Ok(None) => Ok(false),
+            // The server refused the statement (a CHECK, a unique index, an overflow, a partly
+            // stored group) and rolled it back; the transactional path names the refusal.
+            Err(sqlx::Error::Database(e)) => {
+                tracing::debug!(error = %e, "one-statement write refused; the transaction decides");
+                Ok(false)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The fast path of a post or void: the hold is read once (transfers are immutable) and
+    /// checked here; whatever does not plainly succeed goes to the transactional `resolve`.
+    async fn resolve_in_one_statement(
+        &self,
+        id: &TransferId,
+        hold_id: &TransferId,
+        post: Option<UsdMicros>,
+        refs: &References,
+    ) -> Result<Option<Vec<Transfer>>, LedgerError> {
+        if !matches!(self.db, Db::Postgres(_)) {
+            return Ok(None);
+        }
+        let hold = match store::transfer(&self.db, hold_id).await? {
+            Some(t) if t.kind == TransferKind::Hold => t,
+            _ => return Ok(None),
+        };
+        let now = self.clock.now();
+        if let Some(amount) = post
+            && (now >= hold.expires_at.unwrap_or(UnixMillis(0)) || amount > hold.amount)
+        {
+            return Ok(None);
+        }
+        let row = resolution_row(id.clone(), &hold, post, refs.clone(), now);
+        let deltas = deltas_of(std::slice::from_ref(&row), hold.amount.0);
+        let mut rows = vec![row];
+        Ok(self
+            .try_in_one_statement(&mut rows, &deltas)
+            .await?
+            .then_some(rows))
+    }
+
     /// Locks the accounts (sorted), inserts the rows (sorted by id), applies the deltas and
     /// commits. Any error rolls everything back (dropping `tx` rolls back).
     async fn apply(
@@ -593,6 +682,33 @@ impl Ledger {
         }
         tx.commit().await?;
         Ok(Applied::Fresh(rows))
+    }
+}
+
+/// The post (`post = Some(amount)`) or void of `hold`, as it will be stored.
+fn resolution_row(
+    id: TransferId,
+    hold: &Transfer,
+    post: Option<UsdMicros>,
+    refs: References,
+    now: UnixMillis,
+) -> Transfer {
+    Transfer {
+        id,
+        seq: 0,
+        kind: if post.is_some() {
+            TransferKind::Post
+        } else {
+            TransferKind::Void
+        },
+        debit: hold.debit.clone(),
+        credit: hold.credit.clone(),
+        amount: post.unwrap_or(hold.amount),
+        refs,
+        group_id: None,
+        pending_id: Some(hold.id.clone()),
+        expires_at: None,
+        created_at: now,
     }
 }
 

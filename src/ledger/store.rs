@@ -544,3 +544,76 @@ pub(super) struct RecomputedRow {
     pub r_debits_pending: i64,
     pub r_credits_pending: i64,
 }
+
+/// A stored transfer read outside any transaction. Transfers are immutable once written, so a
+/// row read here cannot change before the caller acts on it (only new rows can appear).
+pub(super) async fn transfer(db: &Db, id: &TransferId) -> Result<Option<Transfer>, LedgerError> {
+    let row: Option<TransferRow> = on_db!(db, |p| sqlx::query_as(SELECT_TRANSFER_BY_ID)
+        .bind(id.as_str())
+        .fetch_optional(p)
+        .await)?;
+    row.map(TransferRow::into_transfer).transpose()
+}
+
+/// Counter deltas of one account, narrowed to what the UPDATE adds.
+pub(super) struct AccountDelta<'a> {
+    pub account: &'a AccountId,
+    /// debits_posted, credits_posted, debits_pending, credits_pending.
+    pub add: [i64; 4],
+}
+
+/// PostgreSQL's one-statement write (`ledger_apply`, migration 0010): locks `deltas`' accounts
+/// in the given (id) order, inserts `rows`, applies the deltas, in autocommit. `Ok(Some(seqs))`
+/// (in `rows` order) when everything was written; `Ok(None)` when nothing was (an unknown
+/// account, or the ids are already stored). Errors leave nothing written either.
+pub(super) async fn apply_in_one_statement(
+    pool: &sqlx::PgPool,
+    rows: &[Transfer],
+    deltas: &[AccountDelta<'_>],
+) -> Result<Option<Vec<i64>>, sqlx::Error> {
+    fn col<'a, T>(rows: &'a [Transfer], f: impl Fn(&'a Transfer) -> T) -> Vec<T> {
+        rows.iter().map(f).collect()
+    }
+    let refs = |f: fn(&References) -> Option<&str>| col(rows, move |t| f(&t.refs));
+    let (seqs,): (Option<Vec<i64>>,) = sqlx::query_as(
+        "SELECT ledger_apply($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
+         $16, $17, $18, $19, $20)",
+    )
+    .bind(col(rows, |t| t.id.as_str()))
+    .bind(col(rows, |t| t.kind.as_str()))
+    .bind(col(rows, |t| t.debit.as_str()))
+    .bind(col(rows, |t| t.credit.as_str()))
+    .bind(col(rows, |t| db_amount(t.amount)))
+    .bind(refs(|r| r.quote_id.as_deref()))
+    .bind(refs(|r| r.request_hash.as_deref()))
+    .bind(refs(|r| r.chain_tx.as_deref()))
+    .bind(refs(|r| r.payer.as_deref()))
+    .bind(refs(|r| r.nonce.as_deref()))
+    .bind(refs(|r| r.reason.as_deref()))
+    .bind(col(rows, |t| t.group_id.as_ref().map(TransferId::as_str)))
+    .bind(col(rows, |t| t.pending_id.as_ref().map(TransferId::as_str)))
+    .bind(col(rows, |t| t.expires_at.map(|e| db_i64(e.0))))
+    .bind(col(rows, |t| db_i64(t.created_at.0)))
+    .bind(
+        deltas
+            .iter()
+            .map(|d| d.account.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(deltas.iter().map(|d| d.add[0]).collect::<Vec<_>>())
+    .bind(deltas.iter().map(|d| d.add[1]).collect::<Vec<_>>())
+    .bind(deltas.iter().map(|d| d.add[2]).collect::<Vec<_>>())
+    .bind(deltas.iter().map(|d| d.add[3]).collect::<Vec<_>>())
+    .fetch_one(pool)
+    .await?;
+    match seqs {
+        // The function raises rather than write part of a group; a short answer would mean
+        // rows written that the caller does not know about.
+        Some(s) if s.len() != rows.len() => Err(sqlx::Error::Protocol(format!(
+            "ledger_apply returned {} seqs for {} rows",
+            s.len(),
+            rows.len()
+        ))),
+        other => Ok(other),
+    }
+}

@@ -921,3 +921,71 @@ async fn an_unreachable_database_is_reported_as_unavailable() {
         );
     }
 }
+
+/// On PostgreSQL a write that plainly succeeds takes the one-statement path (one round trip,
+/// no transaction held across the network); replays and refusals go to the transactional
+/// path, which alone decides them. SQLite always uses the transactional path. Results are the
+/// same either way (the rest of this file and the model test run on both).
+#[tokio::test]
+async fn successful_writes_take_one_statement_on_postgres_and_refusals_do_not() {
+    for f in fixtures().await {
+        let (l, name) = (&f.ledger, f.name);
+        let fast = |n: u64| if name == "postgres" { n } else { 0 };
+        let start = l.one_statement_writes();
+        let exp = UnixMillis(T0.0 + 60_000);
+        l.transfer(tr("fund", Topup, "sys:inflow", "agent:a", 1_000))
+            .await
+            .unwrap();
+        l.hold(hold("h1", "agent:a", "sys:revenue", 400, exp))
+            .await
+            .unwrap();
+        l.post(tid("h1:post"), &tid("h1"), UsdMicros(300))
+            .await
+            .unwrap();
+        l.hold(hold("h2", "agent:a", "sys:revenue", 100, exp))
+            .await
+            .unwrap();
+        l.void(tid("h2:void"), &tid("h2")).await.unwrap();
+        l.transfer_linked(&[
+            tr("req-1", RequestDebit, "agent:a", "sys:revenue", 50),
+            tr("pay-1", PaymentCredit, "sys:inflow", "agent:a", 50),
+        ])
+        .await
+        .unwrap();
+        assert_eq!(l.one_statement_writes() - start, fast(6), "{name}");
+
+        // Replays, refusals and a write to an unknown account: none of them is a fast write,
+        // and each answers exactly as the transactional path decides.
+        let before = balances(l, &ALL).await;
+        l.transfer(tr("fund", Topup, "sys:inflow", "agent:a", 1_000))
+            .await
+            .unwrap();
+        l.post(tid("h1:post"), &tid("h1"), UsdMicros(300))
+            .await
+            .unwrap();
+        assert_eq!(
+            l.transfer(tr("big", RequestDebit, "agent:a", "sys:revenue", 10_000))
+                .await
+                .unwrap_err()
+                .code(),
+            "insufficient_funds",
+            "{name}"
+        );
+        assert_eq!(
+            l.void(tid("h1:void"), &tid("h1")).await.unwrap_err().code(),
+            "hold_already_resolved",
+            "{name}"
+        );
+        assert_eq!(
+            l.transfer(tr("lost", Topup, "sys:inflow", "agent:nobody", 1))
+                .await
+                .unwrap_err()
+                .code(),
+            "unknown_account",
+            "{name}"
+        );
+        assert_eq!(balances(l, &ALL).await, before, "{name}");
+        assert_eq!(l.one_statement_writes() - start, fast(6), "{name}");
+        assert_clean(l, name).await;
+    }
+}
