@@ -83,7 +83,9 @@ async fn main() {
             let agent = AccountId::new(format!("agent:bench-{run}-{c}")).unwrap();
             let revenue = AccountId::new("sys:revenue").unwrap();
             let mut done = 0u64;
+            let mut latencies_us = Vec::new();
             while Instant::now() < deadline {
+                let t0 = Instant::now();
                 let hold = TransferId::new(format!("h-{run}-{c}-{done}")).unwrap();
                 ledger
                     .hold(NewHold {
@@ -96,6 +98,8 @@ async fn main() {
                     })
                     .await
                     .unwrap();
+                latencies_us.push(t0.elapsed().as_micros() as u64);
+                let t1 = Instant::now();
                 ledger
                     .post(
                         TransferId::new(format!("p-{run}-{c}-{done}")).unwrap(),
@@ -104,16 +108,24 @@ async fn main() {
                     )
                     .await
                     .unwrap();
+                latencies_us.push(t1.elapsed().as_micros() as u64);
                 done += 1;
             }
-            done
+            (done, latencies_us)
         }));
     }
     let started = Instant::now();
     let mut total = 0;
+    let mut latencies_us = Vec::new();
     for t in tasks {
-        total += t.await.unwrap();
+        let (done, l) = t.await.unwrap();
+        total += done;
+        latencies_us.extend(l);
     }
+    latencies_us.sort_unstable();
+    let p99_ms = latencies_us
+        .get(latencies_us.len() * 99 / 100)
+        .map_or(0.0, |us| *us as f64 / 1000.0);
     let secs = started.elapsed().as_secs_f64();
     let report = ledger.check().await.unwrap();
     assert!(
@@ -122,7 +134,7 @@ async fn main() {
     );
     // One parseable line for scripts/bench-ledger.
     println!(
-        "LEDGER pairs={total} seconds={secs:.2} pairs_per_s={:.1} clients={clients}",
+        "LEDGER pairs={total} seconds={secs:.2} pairs_per_s={:.1} clients={clients} write_p99_ms={p99_ms:.2}",
         total as f64 / secs
     );
 }

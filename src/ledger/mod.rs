@@ -23,12 +23,13 @@
 //! succeed later under the same id.
 
 mod error;
+mod group_commit;
 mod store;
 mod types;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 pub use error::LedgerError;
 pub use types::{
@@ -59,6 +60,8 @@ pub struct Ledger {
     /// Writes done by the one-statement fast path, shared by clones: the fast path falls back
     /// silently by design, so this is how a test (and an operator) sees that it is taken.
     one_statement_writes: Arc<AtomicU64>,
+    /// PostgreSQL's group commit, started on first use (it needs a runtime).
+    group: Arc<OnceLock<group_commit::GroupCommit>>,
 }
 
 /// What a write did: wrote new rows, or found the identical rows already there.
@@ -95,6 +98,7 @@ impl Ledger {
             db,
             clock,
             one_statement_writes: Arc::default(),
+            group: Arc::default(),
         }
     }
 
@@ -238,7 +242,7 @@ impl Ledger {
             });
         }
         let deltas = deltas_of(&rows, 0);
-        if self.try_in_one_statement(&mut rows, &deltas).await? {
+        if self.try_in_one_statement(&mut rows, &deltas).await {
             return Ok(rows);
         }
         let mut tx = Tx::begin(&self.db).await?;
@@ -282,7 +286,7 @@ impl Ledger {
         };
         let deltas = deltas_of(std::slice::from_ref(&row), 0);
         let mut rows = vec![row];
-        if expires_at > now && self.try_in_one_statement(&mut rows, &deltas).await? {
+        if expires_at > now && self.try_in_one_statement(&mut rows, &deltas).await {
             return Ok(rows.remove(0));
         }
         let mut tx = Tx::begin(&self.db).await?;
@@ -521,20 +525,17 @@ impl Ledger {
         Ok(report)
     }
 
-    /// PostgreSQL's fast path for a write that succeeds: one statement (`ledger_apply`) instead
-    /// of a transaction of 8–10, holding the account locks for that statement only. `true` when
+    /// PostgreSQL's fast path for a write that succeeds: one statement (`ledger_apply`, shared
+    /// with the concurrent writes of the group commit) instead of a transaction of 8–10,
+    /// holding the account locks for that statement only. `true` when
     /// it wrote `rows` (their seqs filled in). `false` when it wrote nothing and the
     /// transactional path must decide: a replay, a conflict, an unknown account, insufficient
     /// funds, a concurrently resolved hold, an overflow — so every refusal and every replay
     /// keeps exactly one implementation, the one the model and chaos tests pin down.
-    async fn try_in_one_statement(
-        &self,
-        rows: &mut [Transfer],
-        deltas: &Deltas,
-    ) -> Result<bool, LedgerError> {
+    async fn try_in_one_statement(&self, rows: &mut [Transfer], deltas: &Deltas) -> bool {
         let Db::Postgres(pool) = &self.db else {
             // SQLite runs in-process: round trips cost nothing there.
-            return Ok(false);
+            return false;
         };
         let mut narrowed = Vec::with_capacity(deltas.len());
         for (account, delta) in deltas {
@@ -542,27 +543,30 @@ impl Ledger {
             for (to, from) in add.iter_mut().zip(delta) {
                 match i64::try_from(*from) {
                     Ok(v) => *to = v,
-                    Err(_) => return Ok(false),
+                    Err(_) => return false,
                 }
             }
-            narrowed.push(store::AccountDelta { account, add });
+            narrowed.push(store::AccountDelta {
+                account: account.clone(),
+                add,
+            });
         }
-        match store::apply_in_one_statement(pool, rows, &narrowed).await {
-            Ok(Some(seqs)) => {
+        let group = self
+            .group
+            .get_or_init(|| group_commit::GroupCommit::start(pool.clone()));
+        let write = store::BatchWrite {
+            rows: rows.to_vec(),
+            deltas: narrowed,
+        };
+        match group.apply(write).await {
+            Some(seqs) => {
                 for (row, seq) in rows.iter_mut().zip(seqs) {
                     row.seq = seq;
                 }
                 self.one_statement_writes.fetch_add(1, Ordering::Relaxed);
-                Ok(true)
+                true
             }
-            Ok(None) => Ok(false),
-            // The server refused the statement (a CHECK, a unique index, an overflow, a partly
-            // stored group) and rolled it back; the transactional path names the refusal.
-            Err(sqlx::Error::Database(e)) => {
-                tracing::debug!(error = %e, "one-statement write refused; the transaction decides");
-                Ok(false)
-            }
-            Err(e) => Err(e.into()),
+            None => false,
         }
     }
 
@@ -593,7 +597,7 @@ impl Ledger {
         let mut rows = vec![row];
         Ok(self
             .try_in_one_statement(&mut rows, &deltas)
-            .await?
+            .await
             .then_some(rows))
     }
 

@@ -556,64 +556,102 @@ pub(super) async fn transfer(db: &Db, id: &TransferId) -> Result<Option<Transfer
 }
 
 /// Counter deltas of one account, narrowed to what the UPDATE adds.
-pub(super) struct AccountDelta<'a> {
-    pub account: &'a AccountId,
+pub(super) struct AccountDelta {
+    pub account: AccountId,
     /// debits_posted, credits_posted, debits_pending, credits_pending.
     pub add: [i64; 4],
 }
 
-/// PostgreSQL's one-statement write (`ledger_apply`, migration 0010): locks `deltas`' accounts
-/// in the given (id) order, inserts `rows`, applies the deltas, in autocommit. `Ok(Some(seqs))`
-/// (in `rows` order) when everything was written; `Ok(None)` when nothing was (an unknown
-/// account, or the ids are already stored). Errors leave nothing written either.
-pub(super) async fn apply_in_one_statement(
+/// One write for `ledger_apply`: its rows, and the deltas of the accounts it touches.
+pub(super) struct BatchWrite {
+    pub rows: Vec<Transfer>,
+    pub deltas: Vec<AccountDelta>,
+}
+
+/// PostgreSQL's one-statement write of a batch (`ledger_apply`, migration 0010): locks every
+/// touched account in id order, then applies each write in its own subtransaction, in
+/// autocommit. Per write: `Some(seqs)` (in its rows' order) when it was written, `None` when
+/// it was not (a replay, a refusal, an unknown account) and the transactional path decides.
+pub(super) async fn apply_batch(
     pool: &sqlx::PgPool,
-    rows: &[Transfer],
-    deltas: &[AccountDelta<'_>],
-) -> Result<Option<Vec<i64>>, sqlx::Error> {
-    fn col<'a, T>(rows: &'a [Transfer], f: impl Fn(&'a Transfer) -> T) -> Vec<T> {
-        rows.iter().map(f).collect()
-    }
-    let refs = |f: fn(&References) -> Option<&str>| col(rows, move |t| f(&t.refs));
-    let (seqs,): (Option<Vec<i64>>,) = sqlx::query_as(
+    writes: &[BatchWrite],
+) -> Result<Vec<Option<Vec<i64>>>, sqlx::Error> {
+    let rows: Vec<&Transfer> = writes.iter().flat_map(|w| &w.rows).collect();
+    let deltas: Vec<&AccountDelta> = writes.iter().flat_map(|w| &w.deltas).collect();
+    // BTreeSet order is byte order: the order the transactional path locks in.
+    let locks: std::collections::BTreeSet<&str> =
+        deltas.iter().map(|d| d.account.as_str()).collect();
+    let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
+    let col = |f: fn(&Transfer) -> Option<&str>| rows.iter().map(|t| f(t)).collect::<Vec<_>>();
+    let add = |k: usize| deltas.iter().map(|d| d.add[k]).collect::<Vec<_>>();
+    let (seqs,): (Vec<Option<i64>>,) = sqlx::query_as(
         "SELECT ledger_apply($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
-         $16, $17, $18, $19, $20)",
+         $16, $17, $18, $19, $20, $21, $22, $23)",
     )
-    .bind(col(rows, |t| t.id.as_str()))
-    .bind(col(rows, |t| t.kind.as_str()))
-    .bind(col(rows, |t| t.debit.as_str()))
-    .bind(col(rows, |t| t.credit.as_str()))
-    .bind(col(rows, |t| db_amount(t.amount)))
-    .bind(refs(|r| r.quote_id.as_deref()))
-    .bind(refs(|r| r.request_hash.as_deref()))
-    .bind(refs(|r| r.chain_tx.as_deref()))
-    .bind(refs(|r| r.payer.as_deref()))
-    .bind(refs(|r| r.nonce.as_deref()))
-    .bind(refs(|r| r.reason.as_deref()))
-    .bind(col(rows, |t| t.group_id.as_ref().map(TransferId::as_str)))
-    .bind(col(rows, |t| t.pending_id.as_ref().map(TransferId::as_str)))
-    .bind(col(rows, |t| t.expires_at.map(|e| db_i64(e.0))))
-    .bind(col(rows, |t| db_i64(t.created_at.0)))
+    .bind(
+        writes
+            .iter()
+            .map(|w| count(w.rows.len()))
+            .collect::<Vec<_>>(),
+    )
+    .bind(rows.iter().map(|t| t.id.as_str()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|t| t.kind.as_str()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|t| t.debit.as_str()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|t| t.credit.as_str()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|t| db_amount(t.amount)).collect::<Vec<_>>())
+    .bind(col(|t| t.refs.quote_id.as_deref()))
+    .bind(col(|t| t.refs.request_hash.as_deref()))
+    .bind(col(|t| t.refs.chain_tx.as_deref()))
+    .bind(col(|t| t.refs.payer.as_deref()))
+    .bind(col(|t| t.refs.nonce.as_deref()))
+    .bind(col(|t| t.refs.reason.as_deref()))
+    .bind(col(|t| t.group_id.as_ref().map(TransferId::as_str)))
+    .bind(col(|t| t.pending_id.as_ref().map(TransferId::as_str)))
+    .bind(
+        rows.iter()
+            .map(|t| t.expires_at.map(|e| db_i64(e.0)))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        rows.iter()
+            .map(|t| db_i64(t.created_at.0))
+            .collect::<Vec<_>>(),
+    )
+    .bind(locks.into_iter().collect::<Vec<_>>())
+    .bind(
+        writes
+            .iter()
+            .map(|w| count(w.deltas.len()))
+            .collect::<Vec<_>>(),
+    )
     .bind(
         deltas
             .iter()
             .map(|d| d.account.as_str())
             .collect::<Vec<_>>(),
     )
-    .bind(deltas.iter().map(|d| d.add[0]).collect::<Vec<_>>())
-    .bind(deltas.iter().map(|d| d.add[1]).collect::<Vec<_>>())
-    .bind(deltas.iter().map(|d| d.add[2]).collect::<Vec<_>>())
-    .bind(deltas.iter().map(|d| d.add[3]).collect::<Vec<_>>())
+    .bind(add(0))
+    .bind(add(1))
+    .bind(add(2))
+    .bind(add(3))
     .fetch_one(pool)
     .await?;
-    match seqs {
-        // The function raises rather than write part of a group; a short answer would mean
-        // rows written that the caller does not know about.
-        Some(s) if s.len() != rows.len() => Err(sqlx::Error::Protocol(format!(
+    if seqs.len() != rows.len() {
+        // Rows may have been written that the caller cannot match to writes: refuse the
+        // answer, and the transactional path finds them as replays.
+        return Err(sqlx::Error::Protocol(format!(
             "ledger_apply returned {} seqs for {} rows",
-            s.len(),
+            seqs.len(),
             rows.len()
-        ))),
-        other => Ok(other),
+        )));
     }
+    let mut seqs = seqs.into_iter();
+    Ok(writes
+        .iter()
+        .map(|w| {
+            seqs.by_ref()
+                .take(w.rows.len())
+                .collect::<Option<Vec<i64>>>()
+        })
+        .collect())
 }

@@ -130,6 +130,11 @@ async fn racing_for_the_last_credits_exactly_the_affordable_number_win() {
             }
         }
         assert_eq!(won, 33, "{name}");
+        if name == "postgres" {
+            // The race ran through the group commit (the funding is one fast write): batches
+            // mixing spends that fit and spends refused by the balance bound.
+            assert!(l.one_statement_writes() > 1, "{name}");
+        }
         let a = l.balance(&acct("agent:a")).await.unwrap();
         assert_eq!(a.posted(), 100, "{name}");
 
@@ -380,4 +385,36 @@ async fn retries_after_lost_connections_apply_each_transfer_exactly_once() {
         spent
     );
     assert_clean(&l, "postgres").await;
+}
+
+/// A→B and B→A from empty accounts: no serial order lets either through, so however the
+/// writes are batched together (the group commit sums a batch's deltas), every one is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opposite_spends_between_empty_accounts_are_refused_however_they_are_batched() {
+    for f in fixtures().await {
+        let (l, name) = (&f.ledger, f.name);
+        for round in 0..10 {
+            let results = all_at_once(l, 16, |l, i| async move {
+                let (from, to) = if i % 2 == 0 {
+                    ("agent:a", "agent:b")
+                } else {
+                    ("agent:b", "agent:a")
+                };
+                l.transfer(tr(&format!("swap-{round}-{i}"), RequestDebit, from, to, 10))
+                    .await
+            })
+            .await;
+            for r in &results {
+                assert_eq!(
+                    r.as_ref().map_err(|e| e.code()).unwrap_err(),
+                    "insufficient_funds",
+                    "{name}"
+                );
+            }
+        }
+        for a in ["agent:a", "agent:b"] {
+            assert_eq!(l.balance(&acct(a)).await.unwrap().posted(), 0, "{name}");
+        }
+        assert_clean(l, name).await;
+    }
 }
