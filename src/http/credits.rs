@@ -6,6 +6,14 @@
 //! cannot be written the response is withheld: nothing priced is served without a posted debit.
 //! If the client goes away mid-request the hold is never resolved here; it expires and the
 //! sweeper voids it (the agent is not charged for an answer it never received).
+//!
+//! When the database fails mid-request: a void that cannot be written is retried in the
+//! background until the database is back (the agent's credits come back then, not at the
+//! hold's expiry); a post whose outcome is unknown (sent, no answer) is settled by voiding the
+//! hold, since a hold is resolved once: if the void finds the post, the post landed and the
+//! answer is served; if the void lands, nothing was charged; if neither can be known yet, the
+//! answer is withheld and the background retry refunds the post should it turn out to have
+//! landed.
 
 use axum::Json;
 use axum::body::Body;
@@ -13,6 +21,8 @@ use axum::extract::State;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use std::time::Duration;
+
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -22,7 +32,10 @@ use super::error::ApiError;
 use super::payment_required;
 use super::request::ParsedBody;
 use crate::accounts::{Accounts, REVENUE};
-use crate::ledger::{AccountId, LedgerError, NewHold, References, TransferId};
+use crate::ledger::{
+    AccountId, Ledger, LedgerError, NewHold, NewTransfer, References, Transfer, TransferId,
+    TransferKind,
+};
 use crate::money::UsdMicros;
 use crate::pricing::Route;
 use crate::pricing::expr::{EvalInput, RequestView};
@@ -143,6 +156,12 @@ pub async fn serve_with_credits(
                 challenge.as_ref(),
             ));
         }
+        Err(e @ LedgerError::Unavailable(_)) => {
+            // The hold may have landed without its answer reaching us: release it as soon as
+            // the database is back rather than leave it to the expiry sweep.
+            release_later(ledger.clone(), hold_id, None);
+            return Err(e.into());
+        }
         Err(e) => return Err(e.into()),
     }
 
@@ -152,30 +171,32 @@ pub async fn serve_with_credits(
         .await;
     let resp = match answer {
         Ok(resp) if resp.status().is_server_error() => {
-            void_hold(ledger, &hold_id, "upstream 5xx").await?;
+            release_hold(ledger, &hold_id, "upstream 5xx").await?;
             return Ok(resp);
         }
         Ok(resp) => resp,
         Err(e) => {
-            void_hold(ledger, &hold_id, "upstream unavailable").await?;
+            release_hold(ledger, &hold_id, "upstream unavailable").await?;
             return Err(e);
         }
     };
     let (resp, charge) = actual_charge(state, &req, resp).await;
     let mut resp = resp;
     if charge == UsdMicros::ZERO {
-        void_hold(ledger, &hold_id, "actual price is zero").await?;
+        release_hold(ledger, &hold_id, "actual price is zero").await?;
         return Ok(resp);
     }
     let post_id = TransferId::new(format!("{hold_id}:post"))?;
     let posted = match ledger.post(post_id.clone(), &hold_id, charge).await {
         Ok(t) => t,
-        Err(e) => {
-            // The answer is withheld: serving it without a posted debit would serve unpaid.
-            tracing::error!(error = %e, %hold_id, "posting a credit hold failed; response withheld");
-            let _ = void_hold(ledger, &hold_id, "post failed").await;
-            return Err(e.into());
-        }
+        Err(e) => match settle_failed_post(ledger, &hold_id, &post_id, charge).await {
+            Some(t) => t,
+            None => {
+                // The answer is withheld: serving it without a posted debit would serve unpaid.
+                tracing::error!(error = %e, %hold_id, "posting a credit hold failed; response withheld");
+                return Err(e.into());
+            }
+        },
     };
     if let Some(stats) = &state.quote_stats {
         stats.record_paid(
@@ -281,14 +302,134 @@ pub(super) fn actual_price(
 }
 
 /// Releases a request's hold: the agent pays nothing for it.
-async fn void_hold(
-    ledger: &crate::ledger::Ledger,
+async fn void_hold(ledger: &Ledger, hold_id: &TransferId) -> Result<(), LedgerError> {
+    let void_id = TransferId::new(format!("{hold_id}:void"))?;
+    ledger.void(void_id, hold_id).await.map(|_| ())
+}
+
+/// Voids a hold nobody is charged for. If the database cannot take the void now, it is retried
+/// in the background and the caller goes on: the hold is released as soon as the database is
+/// back (and at the latest by the expiry sweep), and nothing is charged meanwhile.
+async fn release_hold(
+    ledger: &Ledger,
     hold_id: &TransferId,
     why: &'static str,
 ) -> Result<(), ApiError> {
-    let void_id = TransferId::new(format!("{hold_id}:void"))?;
-    ledger.void(void_id, hold_id).await?;
-    tracing::debug!(%hold_id, why, "credit hold voided");
+    match void_hold(ledger, hold_id).await {
+        Ok(()) => {
+            tracing::debug!(%hold_id, why, "credit hold voided");
+            Ok(())
+        }
+        Err(LedgerError::Unavailable(e)) => {
+            tracing::warn!(error = %e, %hold_id, why, "voiding a credit hold failed; retrying in the background");
+            release_later(ledger.clone(), hold_id.clone(), None);
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// After a post failed: whether it landed anyway (the database committed it and the answer was
+/// lost). A hold is resolved once, so voiding it tells: the void finds the post (it landed:
+/// `Some`, serve), or the void lands (nothing charged: `None`), or neither is known yet (`None`,
+/// and the background retry decides, refunding the post if it had landed).
+async fn settle_failed_post(
+    ledger: &Ledger,
+    hold_id: &TransferId,
+    post_id: &TransferId,
+    charge: UsdMicros,
+) -> Option<Transfer> {
+    match void_hold(ledger, hold_id).await {
+        Err(LedgerError::HoldAlreadyResolved { by, .. }) if &by == post_id => {
+            // Replaying the post returns the stored one.
+            match ledger.post(post_id.clone(), hold_id, charge).await {
+                Ok(t) => {
+                    tracing::info!(%hold_id, "a post reported failed had landed; serving");
+                    Some(t)
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, %hold_id, "a post landed but cannot be read back; refunding");
+                    release_later(ledger.clone(), hold_id.clone(), Some(post_id.clone()));
+                    None
+                }
+            }
+        }
+        Ok(()) | Err(LedgerError::HoldAlreadyResolved { .. }) => None,
+        Err(e) => {
+            tracing::warn!(error = %e, %hold_id, "a failed post cannot be settled yet; retrying in the background");
+            release_later(ledger.clone(), hold_id.clone(), Some(post_id.clone()));
+            None
+        }
+    }
+}
+
+/// How long the background release keeps trying; after that the expiry sweep voids the hold.
+const RELEASE_RETRY_FOR: Duration = Duration::from_secs(10 * 60);
+
+/// Retries voiding a hold whose request was not served until the database answers. If
+/// `post_id` is given and turns out to have resolved the hold (a post that landed although it
+/// was reported failed, for an answer that was withheld), the charge is refunded.
+fn release_later(ledger: Ledger, hold_id: TransferId, post_id: Option<TransferId>) {
+    tokio::spawn(async move {
+        let started = tokio::time::Instant::now();
+        let mut wait = Duration::from_millis(100);
+        while started.elapsed() < RELEASE_RETRY_FOR {
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_secs(5));
+            let landed = match void_hold(&ledger, &hold_id).await {
+                Ok(()) => {
+                    tracing::info!(%hold_id, "credit hold voided after the database came back");
+                    return;
+                }
+                Err(LedgerError::HoldAlreadyResolved { by, .. }) => match &post_id {
+                    Some(p) if &by == p => by,
+                    _ => return,
+                },
+                Err(LedgerError::Unavailable(_)) => continue,
+                // The hold never landed: nothing to release.
+                Err(LedgerError::UnknownHold(_)) => return,
+                Err(e) => {
+                    tracing::error!(error = %e, %hold_id, "releasing a credit hold failed; the expiry sweep will");
+                    return;
+                }
+            };
+            match refund_withheld(&ledger, &hold_id, &landed).await {
+                Ok(()) => return,
+                Err(LedgerError::Unavailable(_)) => continue,
+                Err(e) => {
+                    tracing::error!(error = %e, %hold_id, "refunding a withheld answer failed");
+                    return;
+                }
+            }
+        }
+        tracing::warn!(%hold_id, "gave up releasing a credit hold; the expiry sweep will");
+    });
+}
+
+/// Refunds a post that landed for an answer that was withheld (idempotent: one id per hold).
+async fn refund_withheld(
+    ledger: &Ledger,
+    hold_id: &TransferId,
+    post_id: &TransferId,
+) -> Result<(), LedgerError> {
+    let post = ledger
+        .transfer_by_id(post_id)
+        .await?
+        .ok_or_else(|| LedgerError::UnknownHold(post_id.clone()))?;
+    let refund = ledger
+        .transfer(NewTransfer {
+            id: TransferId::new(format!("{hold_id}:refund"))?,
+            kind: TransferKind::Refund,
+            debit: post.credit.clone(),
+            credit: post.debit.clone(),
+            amount: post.amount,
+            refs: References {
+                reason: Some("answer withheld after a post whose outcome was unknown".into()),
+                ..post.refs.clone()
+            },
+        })
+        .await?;
+    tracing::warn!(%hold_id, refund = %refund.id, "refunded a post whose answer was withheld");
     Ok(())
 }
 
@@ -440,4 +581,128 @@ fn check_admin_token(state: &AppState, headers: &HeaderMap) -> Result<(), ApiErr
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::Db;
+    use crate::ledger::{AccountKind, NewAccount};
+    use crate::time::Clock;
+
+    fn id(s: &str) -> TransferId {
+        TransferId::new(s).unwrap()
+    }
+
+    /// A ledger in a throwaway SQLite file with a funded agent and the revenue account.
+    async fn ledger() -> (Ledger, AccountId) {
+        let path =
+            std::env::temp_dir().join(format!("tariff-credits-{:016x}.db", rand::random::<u64>()));
+        let db = Db::connect(&format!("sqlite:{}", path.display()))
+            .await
+            .unwrap();
+        let ledger = Ledger::new(db, Clock::System);
+        let agent = AccountId::new("agent:settle").unwrap();
+        for (acct, kind, neg) in [
+            (agent.clone(), AccountKind::Agent, false),
+            (AccountId::new(REVENUE).unwrap(), AccountKind::System, false),
+            (
+                AccountId::new("sys:inflow").unwrap(),
+                AccountKind::System,
+                true,
+            ),
+        ] {
+            ledger
+                .create_account(NewAccount {
+                    id: acct,
+                    kind,
+                    owner: None,
+                    allow_negative: neg,
+                })
+                .await
+                .unwrap();
+        }
+        ledger
+            .transfer(NewTransfer {
+                id: id("fund"),
+                kind: TransferKind::Topup,
+                debit: AccountId::new("sys:inflow").unwrap(),
+                credit: agent.clone(),
+                amount: UsdMicros(1_000),
+                refs: References::default(),
+            })
+            .await
+            .unwrap();
+        (ledger, agent)
+    }
+
+    async fn hold(ledger: &Ledger, agent: &AccountId, hold_id: &str) {
+        ledger
+            .hold(NewHold {
+                id: id(hold_id),
+                debit: agent.clone(),
+                credit: AccountId::new(REVENUE).unwrap(),
+                amount: UsdMicros(100),
+                expires_at: Clock::System.now().plus_secs(60),
+                refs: References::default(),
+            })
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_post_reported_failed_that_landed_is_found_and_served() {
+        let (ledger, agent) = ledger().await;
+        hold(&ledger, &agent, "h1").await;
+        // The post committed; only its answer was lost.
+        ledger
+            .post(id("h1:post"), &id("h1"), UsdMicros(60))
+            .await
+            .unwrap();
+        let found = settle_failed_post(&ledger, &id("h1"), &id("h1:post"), UsdMicros(60)).await;
+        assert_eq!(
+            found.map(|t| (t.id, t.amount)),
+            Some((id("h1:post"), UsdMicros(60)))
+        );
+        let b = ledger.balance(&agent).await.unwrap();
+        assert_eq!((b.posted(), b.held().0), (940, 0));
+    }
+
+    #[tokio::test]
+    async fn a_post_that_did_not_land_leaves_the_hold_voided_and_nothing_charged() {
+        let (ledger, agent) = ledger().await;
+        hold(&ledger, &agent, "h2").await;
+        let found = settle_failed_post(&ledger, &id("h2"), &id("h2:post"), UsdMicros(60)).await;
+        assert!(found.is_none());
+        let b = ledger.balance(&agent).await.unwrap();
+        assert_eq!((b.posted(), b.held().0), (1_000, 0));
+        // The post cannot land afterwards: the hold is resolved once.
+        assert_eq!(
+            ledger
+                .post(id("h2:post"), &id("h2"), UsdMicros(60))
+                .await
+                .unwrap_err()
+                .code(),
+            "hold_already_resolved"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_landed_post_for_a_withheld_answer_is_refunded_once() {
+        let (ledger, agent) = ledger().await;
+        hold(&ledger, &agent, "h3").await;
+        ledger
+            .post(id("h3:post"), &id("h3"), UsdMicros(100))
+            .await
+            .unwrap();
+        refund_withheld(&ledger, &id("h3"), &id("h3:post"))
+            .await
+            .unwrap();
+        refund_withheld(&ledger, &id("h3"), &id("h3:post"))
+            .await
+            .unwrap();
+        let b = ledger.balance(&agent).await.unwrap();
+        assert_eq!((b.posted(), b.held().0), (1_000, 0));
+        assert!(ledger.check().await.unwrap().is_clean());
+    }
 }

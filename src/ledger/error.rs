@@ -112,12 +112,17 @@ impl From<sqlx::Error> for LedgerError {
             sqlx::Error::Database(d) => {
                 let code = d.code().unwrap_or_default();
                 // SQLite reports extended codes (e.g. 517 = BUSY_SNAPSHOT); the low byte is the
-                // primary code. PostgreSQL class 08 is "connection exception", 57P0x "shutdown".
+                // primary code. PostgreSQL class 08 is "connection exception", 57P0x "shutdown"
+                // (a terminated backend, a restart), class 53 "insufficient resources" (too
+                // many connections, disk full), and 55000 is what a connection attempt gets
+                // while the database does not allow connections (maintenance, a failover).
                 let sqlite_primary = code.parse::<u32>().ok().map(|c| (c & 0xff).to_string());
                 let unavailable =
                     matches!(sqlite_primary.as_deref(), Some(SQLITE_BUSY | SQLITE_LOCKED))
                         || code.starts_with("08")
-                        || code.starts_with("57P0");
+                        || code.starts_with("57P0")
+                        || code.starts_with("53")
+                        || code == "55000";
                 if unavailable {
                     LedgerError::Unavailable(e.to_string())
                 } else {

@@ -182,6 +182,11 @@ impl Ledger {
             .transpose()
     }
 
+    /// A stored transfer by id (`None` when there is none).
+    pub async fn transfer_by_id(&self, id: &TransferId) -> Result<Option<Transfer>, LedgerError> {
+        store::transfer(&self.db, id).await
+    }
+
     /// Moves `amount` from `debit` to `credit` at once (posted).
     pub async fn transfer(&self, new: NewTransfer) -> Result<Transfer, LedgerError> {
         Ok(self
