@@ -7,6 +7,7 @@ mod hostile;
 mod interop;
 mod payment_id;
 mod permit2;
+mod rpc_fault;
 mod store;
 mod timing;
 mod upto;
@@ -273,14 +274,20 @@ pub fn payment_response(r: &Reply, name: &str) -> Value {
 pub async fn ledger_of(app: &TestApp, payer: Address) -> Vec<(TransferKind, u64)> {
     let ledger = app.state.accounts.as_ref().unwrap().ledger();
     let account = AccountId::new(tariff::payment::payer_account(&format!("{payer:#x}"))).unwrap();
-    match ledger.history(&account, None, 100).await {
-        Ok(page) => page
-            .transfers
-            .iter()
-            .map(|t| (t.kind, t.amount.get()))
-            .collect(),
-        Err(tariff::ledger::LedgerError::UnknownAccount(_)) => vec![],
-        Err(e) => panic!("ledger history: {e}"),
+    let mut out = Vec::new();
+    let mut cursor = None;
+    loop {
+        match ledger.history(&account, cursor, 100).await {
+            Ok(page) => {
+                out.extend(page.transfers.iter().map(|t| (t.kind, t.amount.get())));
+                match page.next {
+                    Some(next) => cursor = Some(next),
+                    None => return out,
+                }
+            }
+            Err(tariff::ledger::LedgerError::UnknownAccount(_)) => return out,
+            Err(e) => panic!("ledger history: {e}"),
+        }
     }
 }
 
