@@ -206,14 +206,23 @@ pub async fn serve_with_credits(
             crate::db::PaidVia::Credits,
         );
     }
-    let balance = ledger.balance(&account).await?;
+    // The charge has landed, so the answer must be served: a balance that cannot be read now
+    // (the database went away after the post) is left out of the receipt, never a 503 for a
+    // request that was paid for.
+    let balance = match ledger.balance(&account).await {
+        Ok(b) => Some(b.available()),
+        Err(e) => {
+            tracing::warn!(error = %e, %account, "balance unreadable after a post; receipt without it");
+            None
+        }
+    };
     let receipt = json!({
         "transfer": posted.id.as_str(),
         "account": account.as_str(),
         "amount": posted.amount.0,
         "held": quote.price.0,
         "unit": "usd_micros",
-        "balance": balance.available(),
+        "balance": balance,
         "quote": quote.id.as_str(),
     });
     resp.headers_mut().insert(

@@ -989,3 +989,39 @@ async fn successful_writes_take_one_statement_on_postgres_and_refusals_do_not() 
         assert_clean(l, name).await;
     }
 }
+
+/// Two callers retrying the same write at once can land in one group-commit batch. The batch
+/// must store and apply the id once; the copy is not applied, and the transactional path
+/// answers it as a replay. (Migration 0010 stored one row and applied the money twice; the
+/// concurrency tests caught it only when the race hit, so this calls the function directly.)
+#[tokio::test]
+async fn an_id_repeated_within_one_batch_moves_money_once() {
+    for f in fixtures().await {
+        let tariff::db::Db::Postgres(pool) = &f._backend.db else {
+            continue;
+        };
+        let l = &f.ledger;
+        l.transfer(tr("fund", Topup, "sys:inflow", "agent:a", 10_000))
+            .await
+            .unwrap();
+        let seqs: Vec<Option<i64>> = sqlx::query_scalar(
+            "SELECT ledger_apply('{1,1}', '{dup,dup}', '{request_debit,request_debit}', \
+             '{agent:a,agent:a}', '{sys:revenue,sys:revenue}', '{500,500}', \
+             '{NULL,NULL}', '{NULL,NULL}', '{NULL,NULL}', '{NULL,NULL}', '{NULL,NULL}', \
+             '{NULL,NULL}', '{NULL,NULL}', '{NULL,NULL}', '{NULL,NULL}', $1, \
+             '{agent:a,sys:revenue}', '{2,2}', '{agent:a,sys:revenue,agent:a,sys:revenue}', \
+             '{500,0,500,0}', '{0,500,0,500}', '{0,0,0,0}', '{0,0,0,0}')",
+        )
+        .bind(vec![T0.0 as i64; 2])
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        assert!(
+            matches!(seqs.as_slice(), [Some(_), None]),
+            "the first copy is applied, the second is left to the transactional path: {seqs:?}"
+        );
+        assert_eq!(l.balance(&acct("agent:a")).await.unwrap().posted(), 9_500);
+        assert_eq!(l.balance(&acct("sys:revenue")).await.unwrap().posted(), 500);
+        assert_clean(l, "postgres").await;
+    }
+}
