@@ -75,6 +75,17 @@ impl QuoteId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The id's 128 bits (its 32 hex characters), for stores that keep it compactly.
+    pub fn to_bits(&self) -> u128 {
+        u128::from_str_radix(&self.0[Self::PREFIX.len()..], 16)
+            .expect("a quote id is 32 hex characters")
+    }
+
+    /// The id whose bits are `bits` (the inverse of `to_bits`).
+    pub fn from_bits(bits: u128) -> QuoteId {
+        QuoteId(format!("{}{bits:032x}", Self::PREFIX))
+    }
 }
 
 impl TryFrom<String> for QuoteId {
@@ -214,6 +225,9 @@ mod tests {
         other.0[7] ^= 1;
         assert!(!id.names_request(&other));
         assert_ne!(QuoteId::for_request(&hash), id, "the random half differs");
+        assert_eq!(QuoteId::from_bits(id.to_bits()), id);
+        let edge = QuoteId::try_from(format!("q_{}", "0".repeat(31) + "f")).unwrap();
+        assert_eq!((edge.to_bits(), QuoteId::from_bits(15)), (15, edge));
         for bad in [
             "",
             "q_",

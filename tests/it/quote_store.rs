@@ -5,10 +5,11 @@ use std::time::Duration;
 
 use tariff::money::UsdMicros;
 use tariff::quote::{
-    AnyQuoteStore, MemoryQuoteStore, Quote, QuoteId, QuoteStore, RedisQuoteStore, RequestHash,
-    RuleRef,
+    AnyQuoteStore, MemoryQuoteStore, Offer, OfferScheme, Quote, QuoteId, QuoteStore,
+    RedisQuoteStore, RequestHash, RuleRef, TopupTerms, TopupValuation, TransferMethod,
 };
 use tariff::time::{Clock, UnixMillis};
+use tariff::x402::Network;
 
 fn quote(hash: u8, now: UnixMillis, ttl_ms: u64, price: u64) -> Arc<Quote> {
     Arc::new(Quote {
@@ -44,6 +45,57 @@ fn memory_store(capacity: usize) -> AnyQuoteStore {
 
 async fn backends() -> Vec<AnyQuoteStore> {
     vec![memory_store(1000), redis_store().await]
+}
+
+/// Every field set, text that is not ASCII, a top-up's terms: what the store gives back is
+/// the quote it was given (the memory store keeps quotes in a compact form and rebuilds them).
+#[tokio::test]
+async fn a_quote_with_every_field_set_survives_the_store_unchanged() {
+    for store in backends().await {
+        let now = Clock::System.now();
+        let hash = RequestHash([0xa7; 32]);
+        let offer = Offer {
+            network: Network::parse("eip155:84532").unwrap(),
+            asset: "0x036cbd53842c5426634e7929541ec2318f3dcf7e".into(),
+            amount: "12345".into(),
+            pay_to: "0x209693bc6afc0c5328ba36faf03c514ef312287c".into(),
+            max_timeout_seconds: 60,
+            eip712_name: "USDC".into(),
+            eip712_version: "2".into(),
+            transfer_method: TransferMethod::default(),
+            scheme: OfferScheme::default(),
+            facilitator: None,
+        };
+        let q = Arc::new(Quote {
+            id: QuoteId::for_request(&hash),
+            request_hash: hash,
+            price: UsdMicros(12_345),
+            rule: RuleRef {
+                route: "recherche-été".into(),
+                rule: "".into(),
+            },
+            method: "POST".into(),
+            path: format!("/search/{}/ü", "x".repeat(3000)),
+            offers: vec![offer.clone(), offer].into(),
+            created_at: now,
+            expires_at: UnixMillis(now.0 + 60_000),
+            topup: Some(Box::new(TopupTerms {
+                account: "acct_1".into(),
+                valuations: vec![TopupValuation {
+                    asset: "0xabc".into(),
+                    valuation: "{\"pool\":1}".into(),
+                }],
+            })),
+        });
+        let name = store.backend_name();
+        assert_eq!(store.get_or_insert(q.clone()).await.unwrap(), q, "{name}");
+        assert_eq!(store.get(&hash).await.unwrap(), Some(q.clone()), "{name}");
+        let later = Arc::new(Quote {
+            price: UsdMicros(1),
+            ..(*q).clone()
+        });
+        assert_eq!(store.get_or_insert(later).await.unwrap(), q, "{name}");
+    }
 }
 
 #[tokio::test]
