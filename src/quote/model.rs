@@ -84,7 +84,14 @@ impl QuoteId {
 
     /// The id whose bits are `bits` (the inverse of `to_bits`).
     pub fn from_bits(bits: u128) -> QuoteId {
-        QuoteId(format!("{}{bits:032x}", Self::PREFIX))
+        // One allocation and a table lookup per byte: the memory store rebuilds an id on every
+        // reused quote, where `format!` cost a measurable share of the request.
+        let mut hex = [0u8; 32];
+        hex::encode_to_slice(bits.to_be_bytes(), &mut hex).expect("32 hex digits for 16 bytes");
+        let mut id = String::with_capacity(Self::PREFIX.len() + hex.len());
+        id.push_str(Self::PREFIX);
+        id.push_str(std::str::from_utf8(&hex).expect("hex is ASCII"));
+        QuoteId(id)
     }
 }
 
