@@ -321,21 +321,7 @@ mod tests {
         let clock = Clock::manual(UnixMillis(1_000));
         let store = MemoryQuoteStore::new(10, clock.clone());
         let hash = RequestHash([3; 32]);
-        let q = Arc::new(Quote {
-            id: QuoteId::for_request(&hash),
-            request_hash: hash,
-            price: UsdMicros(5),
-            rule: RuleRef {
-                route: "r".into(),
-                rule: "x".into(),
-            },
-            method: "GET".into(),
-            path: "/p".into(),
-            offers: vec![].into(),
-            created_at: UnixMillis(1_000),
-            expires_at: UnixMillis(1_010),
-            topup: None,
-        });
+        let q = quote(hash, clock.now(), 10);
         store.get_or_insert(q.clone()).await.unwrap();
         for _ in 0..12 {
             let now = clock.now();
