@@ -53,8 +53,8 @@ struct Compact {
 }
 
 impl Compact {
-    /// `None` only for a text over 4 GiB, which no request head can produce; such a quote is
-    /// simply not stored (the payer gets a new one).
+    /// `None` only when a cut is past 4 GiB, which no request head can produce; such a quote
+    /// is simply not stored (the payer gets a new one).
     fn of(q: &Quote) -> Option<Compact> {
         let parts = [&q.rule.route, &q.rule.rule, &q.method, &q.path];
         let mut text = String::with_capacity(parts.iter().map(|p| p.len()).sum());
@@ -65,7 +65,6 @@ impl Compact {
             }
             text.push_str(part);
         }
-        u32::try_from(text.len()).ok()?;
         Some(Compact {
             id: q.id.to_bits(),
             price: q.price,
@@ -99,8 +98,8 @@ impl Compact {
     }
 
     fn is_open_at(&self, now: UnixMillis) -> bool {
-        // The same rule as `Quote::is_open_at`, which `a_quote_survives_the_store_unchanged`
-        // pins down.
+        // The same rule as `Quote::is_open_at`, which
+        // `a_quote_closes_at_its_expiry_exactly_as_a_quote_does` pins down.
         now < self.expires_at
     }
 }
