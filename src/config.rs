@@ -78,6 +78,19 @@ pub struct NetworkConfig {
     pub settlement: Settlement,
 }
 
+/// Batched local settlement: payments ready at the same time are settled in one transaction
+/// through a Multicall3-compatible contract, each call allowed to fail on its own.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BatchSettings {
+    /// The `aggregate3` contract (checksummed or lowercase hex).
+    pub contract: String,
+    /// Most payments per transaction (2..=256).
+    pub max: usize,
+    /// How long the first payment of a batch waits for others; zero: a batch is whatever is
+    /// waiting when the previous broadcast is done (group commit, no timer).
+    pub window: std::time::Duration,
+}
+
 /// How one network's payments are settled.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Settlement {
@@ -89,6 +102,8 @@ pub enum Settlement {
         rpc_url: Secret<String>,
         gas_key: Secret<String>,
         confirmations: u64,
+        /// Several payments per settlement transaction; `None`: one transaction per payment.
+        batch: Option<BatchSettings>,
     },
     /// An x402 facilitator verifies and settles; the RPC (optional) lets the reconciler
     /// resolve payments whose settle call got no answer.
@@ -311,6 +326,13 @@ struct RawNetwork {
     gas_key: Option<String>,
     gas_key_file: Option<PathBuf>,
     confirmations: Option<u64>,
+    /// A Multicall3-compatible contract (`aggregate3`): local settlements of EIP-3009 payments
+    /// that are ready together go out in one transaction through it.
+    batch_contract: Option<String>,
+    /// Most payments per batched transaction.
+    batch_max: Option<u32>,
+    /// How long the first payment of a batch waits for others (0: only those already waiting).
+    batch_window_ms: Option<u64>,
     facilitator_url: Option<String>,
     #[serde(default)]
     facilitator_headers: std::collections::BTreeMap<String, String>,
@@ -403,6 +425,11 @@ pub const ENV_VARS: &[EnvVar] = &[
         name: "TARIFF_GAS_KEY_FILE",
         meaning: "a file holding that key",
         default: "none",
+    },
+    EnvVar {
+        name: "TARIFF_BATCH_CONTRACT",
+        meaning: "Multicall3 (`aggregate3`) address: settle payments ready together in one transaction",
+        default: "one transaction per payment",
     },
     EnvVar {
         name: "TARIFF_FACILITATOR_URL",
@@ -500,7 +527,7 @@ fn apply_env(raw: &mut RawConfig, env: &dyn Fn(&str) -> Option<String>) {
     }
     // Settings that apply to every network.
     type Apply = fn(&mut RawNetwork, String);
-    let per_network: [(&str, Apply); 6] = [
+    let per_network: [(&str, Apply); 7] = [
         ("TARIFF_PAY_TO", |n, v| n.pay_to = Some(v)),
         ("TARIFF_RPC_URL", |n, v| n.rpc_url = Some(v)),
         ("TARIFF_GAS_KEY", |n, v| n.gas_key = Some(v)),
@@ -509,6 +536,7 @@ fn apply_env(raw: &mut RawConfig, env: &dyn Fn(&str) -> Option<String>) {
         }),
         ("TARIFF_FACILITATOR_URL", |n, v| n.facilitator_url = Some(v)),
         ("TARIFF_SETTLEMENT", |n, v| n.settlement = Some(v)),
+        ("TARIFF_BATCH_CONTRACT", |n, v| n.batch_contract = Some(v)),
     ];
     for (name, apply) in per_network {
         if let Some(v) = env_var(env, name) {
@@ -520,6 +548,39 @@ fn apply_env(raw: &mut RawConfig, env: &dyn Fn(&str) -> Option<String>) {
             }
         }
     }
+}
+
+/// `batch_contract`, `batch_max`, `batch_window_ms` of a locally settled network.
+fn batch_settings(
+    n: &RawNetwork,
+    at: &dyn Fn(&str) -> String,
+) -> Result<Option<BatchSettings>, ConfigError> {
+    let Some(contract) = n.batch_contract.as_deref().map(str::trim) else {
+        if n.batch_max.is_some() || n.batch_window_ms.is_some() {
+            return Err(invalid(
+                at("batch_contract"),
+                "batch_max and batch_window_ms need a batch_contract",
+            ));
+        }
+        return Ok(None);
+    };
+    let contract = check_evm_address(&at("batch_contract"), contract)?;
+    let max = n.batch_max.unwrap_or(32);
+    if !(2..=256).contains(&max) {
+        return Err(invalid(at("batch_max"), "must be between 2 and 256"));
+    }
+    let window_ms = n.batch_window_ms.unwrap_or(0);
+    if window_ms > 10_000 {
+        return Err(invalid(
+            at("batch_window_ms"),
+            "must be at most 10000 (a payer waits this long)",
+        ));
+    }
+    Ok(Some(BatchSettings {
+        contract,
+        max: max as usize,
+        window: std::time::Duration::from_millis(window_ms),
+    }))
 }
 
 fn default_network() -> RawNetwork {
@@ -957,6 +1018,14 @@ fn settlement(at: &dyn Fn(&str) -> String, n: &RawNetwork) -> Result<Settlement,
         None if gas_key.is_some() => "local".into(),
         None => "none".into(),
     };
+    if mode != "local"
+        && (n.batch_contract.is_some() || n.batch_max.is_some() || n.batch_window_ms.is_some())
+    {
+        return Err(invalid(
+            at("batch_contract"),
+            "batched settlement needs local settlement (a facilitator settles on its own)",
+        ));
+    }
     match mode.as_str() {
         "none" => Ok(Settlement::None),
         "local" => {
@@ -976,6 +1045,7 @@ fn settlement(at: &dyn Fn(&str) -> String, n: &RawNetwork) -> Result<Settlement,
                 rpc_url,
                 gas_key: Secret::new(gas_key),
                 confirmations,
+                batch: batch_settings(n, at)?,
             })
         }
         "facilitator" => {
@@ -1312,6 +1382,74 @@ mod tests {
         let out = Config::load(Some(&path), &|_| None).map_err(|e| e.to_string());
         std::fs::remove_dir_all(&dir).unwrap();
         out
+    }
+
+    #[test]
+    fn batched_settlement_is_opt_in_local_only_and_bounded() {
+        let key = "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a";
+        let local = |extra: &str| {
+            from_toml(&format!(
+                "[[networks]]\nnetwork = \"base-sepolia\"\nrpc_url = \"http://127.0.0.1:8545\"\n\
+                 gas_key = \"{key}\"\n{extra}"
+            ))
+        };
+        let batch = |c: Result<Config, String>| match &c.unwrap().networks[0].settlement {
+            Settlement::Local { batch, .. } => batch.clone(),
+            other => panic!("not local: {other:?}"),
+        };
+        assert_eq!(batch(local("")), None, "off unless a contract is named");
+        let multicall = "0xcA11bde05977b3631167028862bE2a173976CA11";
+        assert_eq!(
+            batch(local(&format!("batch_contract = \"{multicall}\"\n"))),
+            Some(BatchSettings {
+                contract: multicall.into(),
+                max: 32,
+                window: std::time::Duration::ZERO,
+            })
+        );
+        assert_eq!(
+            batch(local(&format!(
+                "batch_contract = \"{multicall}\"\nbatch_max = 8\nbatch_window_ms = 250\n"
+            ))),
+            Some(BatchSettings {
+                contract: multicall.into(),
+                max: 8,
+                window: std::time::Duration::from_millis(250),
+            })
+        );
+        for (extra, says) in [
+            ("batch_contract = \"0x1234\"\n", "batch_contract"),
+            ("batch_max = 8\n", "need a batch_contract"),
+            (
+                &format!("batch_contract = \"{multicall}\"\nbatch_max = 1\n"),
+                "batch_max",
+            ),
+            (
+                &format!("batch_contract = \"{multicall}\"\nbatch_window_ms = 60000\n"),
+                "batch_window_ms",
+            ),
+        ] {
+            let e = local(extra).unwrap_err();
+            assert!(e.contains(says), "{extra}: {e}");
+        }
+        // A facilitator settles on its own: batching there is a mistake, not a no-op.
+        let e = from_toml(&format!(
+            "[[networks]]\nnetwork = \"base-sepolia\"\nfacilitator_url = \"https://f.example\"\n\
+             batch_contract = \"{multicall}\"\n"
+        ))
+        .unwrap_err();
+        assert!(e.contains("needs local settlement"), "{e}");
+        // The environment names the contract for every network.
+        let env = load_env(&[
+            ("TARIFF_RPC_URL", "http://127.0.0.1:8545"),
+            ("TARIFF_GAS_KEY", key),
+            ("TARIFF_BATCH_CONTRACT", multicall),
+        ])
+        .unwrap();
+        assert!(matches!(
+            &env.networks[0].settlement,
+            Settlement::Local { batch: Some(b), .. } if b.contract == multicall && b.max == 32
+        ));
     }
 
     #[test]

@@ -18,6 +18,7 @@ use crate::payment::Payments;
 use crate::payment::chain::{Chain, Relayer};
 use crate::payment::facilitator::Facilitator;
 use crate::payment::settler::Settler;
+use crate::payment::settler::batch::{BatchPolicy, Batcher};
 use crate::payment::settler::facilitator::FacilitatorSettler;
 use crate::payment::settler::local::LocalSettler;
 use crate::pricing::expr::ExprEnv;
@@ -214,6 +215,7 @@ pub async fn build_payments(
                 rpc_url,
                 gas_key,
                 confirmations,
+                batch,
             } => {
                 let chain = chain(rpc_url)?;
                 check_chain_id(&chain, &n.network).await?;
@@ -227,7 +229,31 @@ pub async fn build_payments(
                 )
                 .map_err(|e| anyhow::anyhow!("{}: {e}", n.network))?;
                 tracing::info!(network = %n.network, relayer = %relayer.address(), "local settlement");
-                Box::new(LocalSettler { chain, relayer })
+                let relayer = Arc::new(relayer);
+                let batcher = match batch {
+                    Some(b) => {
+                        let contract = b.contract.parse().map_err(|_| {
+                            anyhow::anyhow!("{}: batch_contract is not an address", n.network)
+                        })?;
+                        check_batch_contract(&chain, contract, &n.network).await?;
+                        tracing::info!(network = %n.network, %contract, max = b.max, window_ms = b.window.as_millis() as u64, "batched settlement");
+                        Some(Batcher::start(
+                            relayer.clone(),
+                            chain.clone(),
+                            BatchPolicy {
+                                contract,
+                                max: b.max,
+                                window: b.window,
+                            },
+                        ))
+                    }
+                    None => None,
+                };
+                Box::new(LocalSettler {
+                    chain,
+                    relayer,
+                    batcher,
+                })
             }
             Settlement::Facilitator {
                 url,
@@ -317,6 +343,23 @@ async fn check_chain_id(chain: &Chain, network: &crate::x402::Network) -> anyhow
         ),
         Err(e) => {
             tracing::warn!(%network, error = %e, "the chain RPC is unreachable at start-up");
+            Ok(())
+        }
+    }
+}
+
+/// A batch contract with no code would take every batch and do nothing (a call to an empty
+/// account succeeds): refuse to start rather than find out from payments.
+async fn check_batch_contract(
+    chain: &Chain,
+    contract: alloy::primitives::Address,
+    network: &crate::x402::Network,
+) -> anyhow::Result<()> {
+    match chain.has_code(contract).await {
+        Ok(true) => Ok(()),
+        Ok(false) => anyhow::bail!("{network}: batch_contract {contract} has no code on chain"),
+        Err(e) => {
+            tracing::warn!(%network, error = %e, "the batch contract could not be checked at start-up");
             Ok(())
         }
     }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use alloy::network::{EthereumWallet, TransactionBuilder};
 use alloy::primitives::{Address, B256, U256};
-use alloy::providers::{DynProvider, Provider, ProviderBuilder};
+use alloy::providers::{DynProvider, PendingTransactionBuilder, Provider, ProviderBuilder};
 use alloy::rpc::types::{BlockNumberOrTag, Filter, Log, TransactionRequest};
 use alloy::signers::local::PrivateKeySigner;
 use alloy::sol;
@@ -371,14 +371,44 @@ impl Relayer {
         tx: TransactionRequest,
         on_broadcast: &dyn Broadcast,
     ) -> Result<Submitted, PaymentError> {
+        let tx = match self.send(tx).await? {
+            Ok(tx) => tx,
+            Err(refused) => return Ok(Submitted::Refused(refused)),
+        };
+        on_broadcast.broadcast(tx).await;
+        let receipt = self.confirm(tx).await?;
+        Ok(Submitted::Mined {
+            landed: Landed {
+                tx,
+                block: receipt.block,
+            },
+            success: receipt.succeeded,
+        })
+    }
+
+    /// Estimates, signs and broadcasts `tx`: `Ok(Ok(hash))` once the node accepted it,
+    /// `Ok(Err(reason))` when the node refused it before broadcast (gas estimation reverted:
+    /// nothing was sent), `Err(Pending)` when the node may have taken it without answering.
+    pub async fn send(&self, tx: TransactionRequest) -> Result<Result<B256, String>, PaymentError> {
+        self.send_as(tx, None).await
+    }
+
+    /// [`Relayer::send`] with the gas limit estimated on `estimate` instead of `tx` (a batch
+    /// whose calls may fail is estimated as the batch whose calls must all succeed).
+    pub async fn send_as(
+        &self,
+        tx: TransactionRequest,
+        estimate: Option<TransactionRequest>,
+    ) -> Result<Result<B256, String>, PaymentError> {
         // Gas and fees are estimated before taking the nonce lock, so the lock covers only the
         // broadcast itself (one round trip) and concurrent settlements do not queue on estimates.
         let tx = tx.with_from(self.address);
-        let gas = match self.signing.estimate_gas(tx.clone()).await {
+        let estimate = estimate.map_or_else(|| tx.clone(), |e| e.with_from(self.address));
+        let gas = match self.signing.estimate_gas(estimate).await {
             Ok(g) => g,
             Err(e) => {
                 return match revert_reason(&e) {
-                    Some(reason) => Ok(Submitted::Refused(reason)),
+                    Some(reason) => Ok(Err(reason)),
                     None => Err(rpc_down(e)),
                 };
             }
@@ -393,47 +423,46 @@ impl Relayer {
             .with_gas_limit(gas.saturating_mul(6) / 5)
             .with_max_fee_per_gas(fees.max_fee_per_gas)
             .with_max_priority_fee_per_gas(fees.max_priority_fee_per_gas);
-        let pending = {
-            let mut next = self.next_nonce.lock().await;
-            let nonce = match *next {
-                Some(n) => n,
-                None => self
-                    .signing
-                    .get_transaction_count(self.address)
-                    .pending()
-                    .await
-                    .map_err(rpc_down)?,
-            };
-            match self.signing.send_transaction(tx.with_nonce(nonce)).await {
-                Ok(p) => {
-                    *next = Some(nonce + 1);
-                    p
-                }
-                Err(e) => {
-                    // Unknown how far the node got: re-read the nonce next time.
-                    *next = None;
-                    return match revert_reason(&e) {
-                        Some(reason) => Ok(Submitted::Refused(reason)),
-                        // The node may have taken the transaction before failing to answer.
-                        None => Err(PaymentError::Pending(format!("broadcast failed: {e}"))),
-                    };
+        let mut next = self.next_nonce.lock().await;
+        let nonce = match *next {
+            Some(n) => n,
+            None => self
+                .signing
+                .get_transaction_count(self.address)
+                .pending()
+                .await
+                .map_err(rpc_down)?,
+        };
+        match self.signing.send_transaction(tx.with_nonce(nonce)).await {
+            Ok(p) => {
+                *next = Some(nonce + 1);
+                Ok(Ok(*p.tx_hash()))
+            }
+            Err(e) => {
+                // Unknown how far the node got: re-read the nonce next time.
+                *next = None;
+                match revert_reason(&e) {
+                    Some(reason) => Ok(Err(reason)),
+                    // The node may have taken the transaction before failing to answer.
+                    None => Err(PaymentError::Pending(format!("broadcast failed: {e}"))),
                 }
             }
-        };
-        let tx = *pending.tx_hash();
-        on_broadcast.broadcast(tx).await;
-        let receipt = pending
+        }
+    }
+
+    /// Waits for broadcast transaction `tx` to be mined with the configured confirmations.
+    /// `Err(Pending)` when it is not within the receipt timeout (the reconciler finds out).
+    pub async fn confirm(&self, tx: B256) -> Result<Receipt, PaymentError> {
+        let receipt = PendingTransactionBuilder::new(self.signing.root().clone(), tx)
             .with_required_confirmations(self.confirmations)
             .with_timeout(Some(self.receipt_timeout))
             .get_receipt()
             .await
             .map_err(|e| PaymentError::Pending(format!("transaction {tx} not confirmed: {e}")))?;
-        Ok(Submitted::Mined {
-            landed: Landed {
-                tx,
-                block: receipt.block_number.unwrap_or_default(),
-            },
-            success: receipt.status(),
+        Ok(Receipt {
+            succeeded: receipt.status(),
+            block: receipt.block_number.unwrap_or_default(),
+            logs: receipt.inner.logs().to_vec(),
         })
     }
 }

@@ -4,7 +4,7 @@
 
 use alloy::network::TransactionBuilder;
 use alloy::primitives::{Address, B256, Bytes, Signature, U256};
-use alloy::rpc::types::{Filter, TransactionRequest};
+use alloy::rpc::types::{Filter, Log, TransactionRequest};
 use alloy::sol;
 use alloy::sol_types::{SolCall, SolEvent, SolStruct};
 use async_trait::async_trait;
@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 
 use super::{Scheme, SchemePayment, SignatureCheck, Terms, check_eoa_signature};
 use crate::payment::PaymentError;
-use crate::payment::chain::Chain;
+use crate::payment::chain::{Chain, has_transfer};
 use crate::payment::record::StoredAuthorization;
 use crate::quote::Offer;
 use crate::x402::exact_evm::{ExactEvmPayload, ValidatedExactEvm};
@@ -315,6 +315,28 @@ impl SchemePayment for Authorization {
         Ok(())
     }
 
+    fn batchable(&self) -> bool {
+        true
+    }
+
+    /// This authorization's own `AuthorizationUsed(from, nonce)` from the token, and the
+    /// token's `Transfer` of exactly `value` from the payer to payTo (as [`Self::landed`]
+    /// requires of a transaction found by its log).
+    fn settled_in(&self, terms: &Terms, logs: &[Log]) -> bool {
+        let used = logs.iter().any(|log| {
+            log.address() == terms.asset
+                && IEIP3009::AuthorizationUsed::decode_log(&log.inner)
+                    .is_ok_and(|e| e.authorizer == self.payer() && e.nonce == self.message.nonce)
+        });
+        used && has_transfer(
+            logs,
+            terms.asset,
+            self.payer(),
+            terms.pay_to,
+            self.message.value,
+        )
+    }
+
     async fn used(&self, chain: &Chain, terms: &Terms) -> Result<bool, PaymentError> {
         chain
             .read(
@@ -406,6 +428,61 @@ mod tests {
             Ok(_) => "ok".into(),
             Err(e) => e.code().to_string(),
         }
+    }
+
+    /// A log as a receipt carries it.
+    fn log(emitter: Address, data: alloy::primitives::LogData) -> Log {
+        Log {
+            inner: alloy::primitives::Log {
+                address: emitter,
+                data,
+            },
+            ..Log::default()
+        }
+    }
+
+    #[test]
+    fn a_batch_receipt_proves_a_payment_only_by_its_own_authorization_and_transfer() {
+        use crate::payment::chain::Erc20Transfer;
+        let payer = PrivateKeySigner::random();
+        let t = terms();
+        let auth = signed(&payer, &t, |_| {});
+        let used = |who: Address, nonce: B256| {
+            let event = IEIP3009::AuthorizationUsed {
+                authorizer: who,
+                nonce,
+            };
+            log(t.asset, event.encode_log_data())
+        };
+        let transfer = |from: Address, to: Address, value: u64| {
+            let event = Erc20Transfer {
+                from,
+                to,
+                value: U256::from(value),
+            };
+            log(t.asset, event.encode_log_data())
+        };
+        let ours = used(payer.address(), auth.message.nonce);
+        let paid = transfer(payer.address(), t.pay_to, 20_000);
+        assert!(auth.settled_in(&t, &[ours.clone(), paid.clone()]));
+        // Another payment of the same batch: another nonce, or another payer with our amount.
+        let other = PrivateKeySigner::random().address();
+        assert!(!auth.settled_in(
+            &t,
+            &[used(payer.address(), B256::repeat_byte(8)), paid.clone()]
+        ));
+        assert!(!auth.settled_in(&t, &[used(other, auth.message.nonce), paid.clone()]));
+        // Our authorization with no transfer to payTo of exactly our amount.
+        assert!(!auth.settled_in(&t, std::slice::from_ref(&ours)));
+        assert!(!auth.settled_in(
+            &t,
+            &[ours.clone(), transfer(payer.address(), t.pay_to, 19_999)]
+        ));
+        assert!(!auth.settled_in(&t, &[ours.clone(), transfer(other, t.pay_to, 20_000)]));
+        // The same events emitted by another contract prove nothing.
+        let mut elsewhere = ours.clone();
+        elsewhere.inner.address = Address::repeat_byte(0x11);
+        assert!(!auth.settled_in(&t, &[elsewhere, paid]));
     }
 
     #[test]

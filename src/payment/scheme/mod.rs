@@ -127,6 +127,21 @@ pub trait SchemePayment: Send + Sync + Debug {
     /// The transaction a local relayer sends to settle it.
     fn settle_call(&self, terms: &Terms) -> TransactionRequest;
 
+    /// Whether [`SchemePayment::settle_call`] may be sent by anyone, so that it can ride in a
+    /// batch of calls made by a multicall contract (EIP-3009 `transferWithAuthorization`).
+    /// Schemes whose contract checks the caller (the `upto` proxy takes settlements from its
+    /// facilitator only) say no.
+    fn batchable(&self) -> bool {
+        false
+    }
+
+    /// Whether the logs of a mined transaction show this payment settled: its own
+    /// authorization consumed and exactly its amount moved to `terms.pay_to`. For a batch the
+    /// transaction's status says only that the batch ran; this says whether this call did.
+    fn settled_in(&self, _terms: &Terms, _logs: &[alloy::rpc::types::Log]) -> bool {
+        false
+    }
+
     /// Chain checks before claiming (balance, nonce state, a simulated settlement), run as
     /// `caller` (the relayer).
     async fn preflight(

@@ -1,7 +1,11 @@
 //! Local settlement: Tariff verifies against its own RPC and submits the scheme's settling
 //! transaction with its own gas key.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
+
+use super::batch::{BatchOutcome, Batcher};
 
 use super::{Settlement, Settler};
 use crate::payment::PaymentError;
@@ -11,7 +15,9 @@ use crate::payment::pipeline::Matched;
 #[derive(Debug)]
 pub struct LocalSettler {
     pub chain: Chain,
-    pub relayer: Relayer,
+    pub relayer: Arc<Relayer>,
+    /// Batches the payments whose settling call anyone may send; `None`: one transaction each.
+    pub batcher: Option<Batcher>,
 }
 
 #[async_trait]
@@ -45,6 +51,24 @@ impl Settler for LocalSettler {
         on_broadcast: &dyn Broadcast,
     ) -> Result<Settlement, PaymentError> {
         let call = m.payment.settle_call(&m.terms);
+        if let Some(batcher) = self.batcher.as_ref().filter(|_| m.payment.batchable()) {
+            let paid = |logs: &[alloy::rpc::types::Log]| m.payment.settled_in(&m.terms, logs);
+            return Ok(match batcher.settle(call, on_broadcast, &paid).await? {
+                BatchOutcome::Mined { tx, paid: true, .. } => Settlement::Landed {
+                    tx: format!("{tx:#x}"),
+                },
+                BatchOutcome::Mined {
+                    tx, paid: false, ..
+                } => Settlement::Refused {
+                    reason: None,
+                    detail: format!("the payment's call failed inside batch transaction {tx:#x}"),
+                },
+                BatchOutcome::Refused(detail) => Settlement::Refused {
+                    reason: None,
+                    detail,
+                },
+            });
+        }
         Ok(match self.relayer.submit(call, on_broadcast).await? {
             Submitted::Mined {
                 landed,

@@ -3,6 +3,7 @@
 //! file each; what happens when a settlement is refused is decided once, in
 //! [`super::resolve`], for both.
 
+pub mod batch;
 pub mod facilitator;
 pub mod local;
 

@@ -2,6 +2,7 @@
 //! Base Sepolia USDC address: hostile payments, the official clients, the facilitator mode,
 //! and crash recovery.
 
+mod batch;
 mod crash;
 mod hostile;
 mod interop;
