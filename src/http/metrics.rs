@@ -42,6 +42,8 @@ pub struct Metrics {
     payments: IntCounterVec,
     topups: IntCounterVec,
     latency: HistogramVec,
+    batch_transactions: IntCounterVec,
+    batched_payments: IntCounterVec,
     rules_generation: IntGauge,
 }
 
@@ -108,6 +110,18 @@ impl Default for Metrics {
         .expect("valid metric");
         r.register(Box::new(latency.clone()))
             .expect("registered once");
+        let batch_transactions = counter(
+            &r,
+            "tariff_settlement_batch_transactions_total",
+            "Settlement transactions sent by a batching settler, by network",
+            &["network"],
+        );
+        let batched_payments = counter(
+            &r,
+            "tariff_settlement_batched_payments_total",
+            "Payments those transactions carried (their ratio is the mean batch size)",
+            &["network"],
+        );
         let rules_generation = IntGauge::new(
             "tariff_rules_generation",
             "Successful loads of the rules directory",
@@ -124,6 +138,8 @@ impl Default for Metrics {
             payments,
             topups,
             latency,
+            batch_transactions,
+            batched_payments,
             rules_generation,
         }
     }
@@ -217,10 +233,21 @@ impl Metrics {
         Some([at(50), at(95), at(99)])
     }
 
-    /// The text exposition, with the gauges read now.
-    pub fn render(&self, rules_generation: u64) -> String {
+    /// The text exposition, with the gauges read now. `batched`: per network, the settlement
+    /// transactions and payments a batching settler has sent (counted where they are sent, in
+    /// the payment layer, and brought up to date here).
+    pub fn render(&self, rules_generation: u64, batched: &[(String, u64, u64)]) -> String {
         self.rules_generation
             .set(i64::try_from(rules_generation).unwrap_or(i64::MAX));
+        for (network, transactions, payments) in batched {
+            for (counter, now) in [
+                (&self.batch_transactions, transactions),
+                (&self.batched_payments, payments),
+            ] {
+                let c = counter.with_label_values(&[network.as_str()]);
+                c.inc_by(now.saturating_sub(c.get()));
+            }
+        }
         let mut out = String::new();
         TextEncoder::new()
             .encode_utf8(&self.registry.gather(), &mut out)
@@ -262,7 +289,7 @@ mod tests {
             "invalid_exact_evm_payload_signature",
         );
         m.observe("gateway", 402, 0.0007);
-        let text = m.render(3);
+        let text = m.render(3, &[("eip155:84532".into(), 2, 7)]);
         for _ in 0..8 {
             m.observe("gateway", 402, 0.0007);
         }
@@ -280,6 +307,18 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("tariff_rules_generation 3"), "{text}");
+        // The batch counters follow the settler's running totals, however often scraped.
+        let again = m.render(3, &[("eip155:84532".into(), 5, 19)]);
+        for (text, txs, payments) in [(&text, 2, 7), (&again, 5, 19)] {
+            assert!(
+                text.contains(&format!(
+                    "tariff_settlement_batch_transactions_total{{network=\"eip155:84532\"}} {txs}"
+                )) && text.contains(&format!(
+                    "tariff_settlement_batched_payments_total{{network=\"eip155:84532\"}} {payments}"
+                )),
+                "{text}"
+            );
+        }
         assert!(
             text.contains(r#"tariff_http_request_duration_seconds_bucket{handler="gateway",status="402",le="0.001"} 1"#),
             "{text}"

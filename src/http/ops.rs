@@ -35,6 +35,14 @@ pub async fn ready(State(state): State<AppState>) -> Response {
 
 /// Prometheus text format (see [`super::metrics`]).
 pub async fn metrics(State(state): State<AppState>) -> Response {
-    let text = state.metrics.render(state.rules.status().generation);
+    let batched: Vec<(String, u64, u64)> = state
+        .payments
+        .iter()
+        .flat_map(|p| p.settlers())
+        .filter_map(|(network, s)| s.batched().map(|(t, n)| (network.to_string(), t, n)))
+        .collect();
+    let text = state
+        .metrics
+        .render(state.rules.status().generation, &batched);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }

@@ -17,6 +17,7 @@
 //! * A batch of one is sent as the plain call, exactly as without batching.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use alloy::network::TransactionBuilder;
@@ -96,9 +97,19 @@ struct Job {
     reply: oneshot::Sender<(Sent, Option<Confirmation>)>,
 }
 
+/// What the batcher has sent so far: their ratio is the mean batch size an operator watches.
+#[derive(Debug, Default)]
+pub struct BatchStats {
+    /// Settlement transactions broadcast (a batch, or a lone payment's plain call).
+    pub transactions: AtomicU64,
+    /// Payments those transactions carried.
+    pub payments: AtomicU64,
+}
+
 /// The batching front of one relayer.
 pub struct Batcher {
     jobs: mpsc::UnboundedSender<Job>,
+    stats: Arc<BatchStats>,
 }
 
 impl std::fmt::Debug for Batcher {
@@ -119,8 +130,13 @@ impl Batcher {
     /// Starts the broadcasting task (it ends when the batcher is dropped).
     pub fn start(relayer: Arc<Relayer>, chain: Chain, policy: BatchPolicy) -> Batcher {
         let (jobs, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(relayer, chain, policy, rx));
-        Batcher { jobs }
+        let stats = Arc::new(BatchStats::default());
+        tokio::spawn(run(relayer, chain, policy, rx, stats.clone()));
+        Batcher { jobs, stats }
+    }
+
+    pub fn stats(&self) -> &BatchStats {
+        &self.stats
     }
 
     /// Settles `call` (a `transferWithAuthorization` to the token) in the next batch and waits
@@ -186,6 +202,7 @@ async fn run(
     chain: Chain,
     policy: BatchPolicy,
     mut rx: mpsc::UnboundedReceiver<Job>,
+    stats: Arc<BatchStats>,
 ) {
     while let Some(first) = rx.recv().await {
         let mut jobs = vec![first];
@@ -226,6 +243,14 @@ async fn run(
                 watching.push((tx, confirmation));
             }
         }
+        let carried = sent
+            .iter()
+            .filter(|s| matches!(s, Sent::Broadcast(_)))
+            .count();
+        stats
+            .transactions
+            .fetch_add(watching.len() as u64, Ordering::Relaxed);
+        stats.payments.fetch_add(carried as u64, Ordering::Relaxed);
         for (job, sent) in jobs.into_iter().zip(sent) {
             let confirmation = match &sent {
                 Sent::Broadcast(tx) => watching

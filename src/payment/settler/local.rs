@@ -2,6 +2,7 @@
 //! transaction with its own gas key.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use async_trait::async_trait;
 
@@ -33,6 +34,16 @@ impl Settler for LocalSettler {
 
     fn chain(&self) -> Option<&Chain> {
         Some(&self.chain)
+    }
+
+    fn batched(&self) -> Option<(u64, u64)> {
+        self.batcher.as_ref().map(|b| {
+            let s = b.stats();
+            (
+                s.transactions.load(Ordering::Relaxed),
+                s.payments.load(Ordering::Relaxed),
+            )
+        })
     }
 
     async fn verify(&self, m: &Matched) -> Result<Option<u64>, PaymentError> {

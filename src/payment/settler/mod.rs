@@ -42,6 +42,11 @@ pub trait Settler: Send + Sync + Debug {
     /// for a facilitator.
     fn chain(&self) -> Option<&Chain>;
 
+    /// Settlement transactions and the payments they carried, when this settler batches.
+    fn batched(&self) -> Option<(u64, u64)> {
+        None
+    }
+
     /// The checks beyond the local ones, before the payment is claimed: the chain (balance,
     /// nonce state, simulation) or the facilitator's `/verify`. Returns the chain head, where a
     /// later log search may start.

@@ -163,6 +163,18 @@ async fn payments_ready_together_settle_in_one_transaction_and_are_each_credited
     );
     assert_eq!(chain.balance(PAY_TO).await - seller, 6 * SIMPLE_PRICE);
     app.assert_ledger_clean().await;
+    // Operators see the batch size on /metrics.
+    let metrics = String::from_utf8(app.get("/metrics").await.body).unwrap();
+    for (family, value) in [
+        ("tariff_settlement_batch_transactions_total", distinct.len()),
+        ("tariff_settlement_batched_payments_total", 6),
+    ] {
+        let line = format!("{family}{{network=\"eip155:84532\"}} {value}");
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no `{line}` in:\n{metrics}"
+        );
+    }
 }
 
 alloy::sol! {
