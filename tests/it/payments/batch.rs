@@ -53,6 +53,50 @@ async fn signed(app: &TestApp, payer: &PrivateKeySigner, uri: &str) -> String {
     b64(&Draft::honest(payer, &accepted).v2(payer))
 }
 
+/// A batching gateway on a fresh chain, and `n` funded payers each holding a signed payment
+/// for its own request.
+struct Rig {
+    chain: Chain,
+    app: Arc<TestApp>,
+    _config: TempDir,
+    /// payTo's balance before any payment.
+    seller: u128,
+    payers: Vec<PrivateKeySigner>,
+    /// (uri, PAYMENT-SIGNATURE) per payer.
+    paid: Vec<(String, String)>,
+}
+
+async fn rig(window_ms: u64, n: usize, tag: &str) -> Rig {
+    let chain = Chain::start().await;
+    let (app, config) = batching_app(&chain, window_ms).await;
+    let seller = chain.balance(PAY_TO).await;
+    let (mut payers, mut paid) = (Vec::new(), Vec::new());
+    for i in 0..n {
+        let payer = chain.payer(1_000_000).await;
+        let uri = format!("/search?q={tag}+{i}");
+        paid.push((uri.clone(), signed(&app, &payer, &uri).await));
+        payers.push(payer);
+    }
+    Rig {
+        chain,
+        app: Arc::new(app),
+        _config: config,
+        seller,
+        payers,
+        paid,
+    }
+}
+
+/// The sorted addresses of `payers[i]` for each `i`.
+fn addresses(payers: &[PrivateKeySigner], which: &[usize]) -> Vec<String> {
+    let mut out: Vec<String> = which
+        .iter()
+        .map(|&i| format!("{:#x}", payers[i].address()))
+        .collect();
+    out.sort();
+    out
+}
+
 /// Sends every paid request at once; the replies in order.
 async fn pay_all(app: &Arc<TestApp>, paid: Vec<(String, String)>) -> Vec<Reply> {
     let tasks: Vec<_> = paid
@@ -97,18 +141,14 @@ fn authorizers(receipt: &Value) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn payments_ready_together_settle_in_one_transaction_and_are_each_credited_once() {
-    let chain = Chain::start().await;
-    let (app, _config) = batching_app(&chain, 1500).await;
-    let app = Arc::new(app);
-    let seller = chain.balance(PAY_TO).await;
-    let mut payers = Vec::new();
-    let mut paid = Vec::new();
-    for i in 0..6 {
-        let payer = chain.payer(1_000_000).await;
-        let uri = format!("/search?q=batch+{i}");
-        paid.push((uri.clone(), signed(&app, &payer, &uri).await));
-        payers.push(payer);
-    }
+    let Rig {
+        chain,
+        app,
+        seller,
+        payers,
+        paid,
+        ..
+    } = rig(1500, 6, "batch").await;
     let replies = pay_all(&app, paid).await;
     let mut txs = Vec::new();
     for (r, payer) in replies.iter().zip(&payers) {
@@ -151,14 +191,10 @@ async fn payments_ready_together_settle_in_one_transaction_and_are_each_credited
         }
         logged.extend(authorizers(&receipt));
     }
-    let mut expected: Vec<String> = payers
-        .iter()
-        .map(|p| format!("{:#x}", p.address()))
-        .collect();
-    expected.sort();
     logged.sort();
     assert_eq!(
-        logged, expected,
+        logged,
+        addresses(&payers, &[0, 1, 2, 3, 4, 5]),
         "each payment's own authorization landed once"
     );
     assert_eq!(chain.balance(PAY_TO).await - seller, 6 * SIMPLE_PRICE);
@@ -219,20 +255,61 @@ async fn pending_txs(chain: &Chain) -> u64 {
     )
 }
 
+/// Of three payments in one batch, the middle payer's failed with `insufficient_funds` and was
+/// not credited, the other two landed in one transaction and were each credited once; the
+/// failed payment's response.
+async fn only_the_middle_failed(
+    chain: &Chain,
+    app: &TestApp,
+    replies: &[Reply],
+    payers: &[PrivateKeySigner],
+    seller: u128,
+) -> Value {
+    let failed = &replies[1];
+    assert_eq!(
+        failed.status,
+        402,
+        "{}",
+        String::from_utf8_lossy(&failed.body)
+    );
+    let failure = payment_response(failed, "payment-response");
+    assert_eq!(failure["errorReason"], json!("insufficient_funds"));
+    assert!(
+        ledger_of(app, payers[1].address()).await.is_empty(),
+        "nothing credited"
+    );
+    let mut txs = Vec::new();
+    for i in [0, 2] {
+        let r = &replies[i];
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        txs.push(payment_response(r, "payment-response")["transaction"].clone());
+        assert_eq!(
+            ledger_of(app, payers[i].address()).await,
+            vec![
+                (TransferKind::RequestDebit, 20_000),
+                (TransferKind::PaymentCredit, 20_000)
+            ]
+        );
+    }
+    assert_eq!(txs[0], txs[1], "the two that landed shared the batch");
+    let receipt = receipt(chain, txs[0].as_str().unwrap()).await;
+    assert_eq!(receipt["status"], json!("0x1"), "the batch itself ran");
+    assert_eq!(authorizers(&receipt), addresses(payers, &[0, 2]));
+    assert_eq!(chain.balance(PAY_TO).await - seller, 2 * SIMPLE_PRICE);
+    app.assert_ledger_clean().await;
+    failure
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_payment_that_fails_inside_a_batch_fails_alone_and_the_others_are_credited() {
-    let chain = Chain::start().await;
-    let (app, _config) = batching_app(&chain, 1500).await;
-    let app = Arc::new(app);
-    let seller = chain.balance(PAY_TO).await;
-    let mut payers = Vec::new();
-    let mut paid = Vec::new();
-    for i in 0..3 {
-        let payer = chain.payer(1_000_000).await;
-        let uri = format!("/search?q=inside+{i}");
-        paid.push((uri.clone(), signed(&app, &payer, &uri).await));
-        payers.push(payer);
-    }
+    let Rig {
+        chain,
+        app,
+        seller,
+        payers,
+        paid,
+        ..
+    } = rig(1500, 3, "inside").await;
     // Blocks are mined by hand from here: the batch is broadcast, then the middle payer spends
     // everything in a transaction ordered before it, so its call fails inside the mined batch
     // (the pre-broadcast probe saw it succeed).
@@ -267,61 +344,20 @@ async fn a_payment_that_fails_inside_a_batch_fails_alone_and_the_others_are_cred
         .unwrap();
     let replies = requests.await.unwrap();
 
-    let failed = &replies[1];
-    assert_eq!(
-        failed.status,
-        402,
-        "{}",
-        String::from_utf8_lossy(&failed.body)
-    );
-    let failure = payment_response(failed, "payment-response");
+    let failure = only_the_middle_failed(&chain, &app, &replies, &payers, seller).await;
     assert_eq!(failure["success"], json!(false));
-    assert_eq!(failure["errorReason"], json!("insufficient_funds"));
-    assert!(
-        ledger_of(&app, payers[1].address()).await.is_empty(),
-        "nothing credited"
-    );
-
-    let mut txs = Vec::new();
-    for i in [0, 2] {
-        let r = &replies[i];
-        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-        txs.push(payment_response(r, "payment-response")["transaction"].clone());
-        assert_eq!(
-            ledger_of(&app, payers[i].address()).await,
-            vec![
-                (TransferKind::RequestDebit, 20_000),
-                (TransferKind::PaymentCredit, 20_000)
-            ]
-        );
-    }
-    assert_eq!(txs[0], txs[1], "the two that landed shared the batch");
-    let receipt = receipt(&chain, txs[0].as_str().unwrap()).await;
-    assert_eq!(receipt["status"], json!("0x1"), "the batch itself ran");
-    let mut landed = vec![
-        format!("{:#x}", payers[0].address()),
-        format!("{:#x}", payers[2].address()),
-    ];
-    landed.sort();
-    assert_eq!(authorizers(&receipt), landed);
-    assert_eq!(chain.balance(PAY_TO).await - seller, 2 * SIMPLE_PRICE);
-    app.assert_ledger_clean().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_payment_that_would_fail_is_taken_out_before_the_batch_is_sent() {
-    let chain = Chain::start().await;
-    let (app, _config) = batching_app(&chain, 2000).await;
-    let app = Arc::new(app);
-    let seller = chain.balance(PAY_TO).await;
-    let mut payers = Vec::new();
-    let mut paid = Vec::new();
-    for i in 0..3 {
-        let payer = chain.payer(1_000_000).await;
-        let uri = format!("/search?q=probe+{i}");
-        paid.push((uri.clone(), signed(&app, &payer, &uri).await));
-        payers.push(payer);
-    }
+    let Rig {
+        chain,
+        app,
+        seller,
+        payers,
+        paid,
+        ..
+    } = rig(2000, 3, "probe").await;
     let requests = {
         let app = app.clone();
         tokio::spawn(async move { pay_all(&app, paid).await })
@@ -345,31 +381,6 @@ async fn a_payment_that_would_fail_is_taken_out_before_the_batch_is_sent() {
     drain_first(&chain, &format!("{:#x}", payers[1].address()), 1_000_000).await;
     let replies = requests.await.unwrap();
 
-    let failed = &replies[1];
-    assert_eq!(
-        failed.status,
-        402,
-        "{}",
-        String::from_utf8_lossy(&failed.body)
-    );
-    let failure = payment_response(failed, "payment-response");
-    assert_eq!(failure["errorReason"], json!("insufficient_funds"));
+    let failure = only_the_middle_failed(&chain, &app, &replies, &payers, seller).await;
     assert_eq!(failure["transaction"], json!(""), "nothing was sent for it");
-    assert!(ledger_of(&app, payers[1].address()).await.is_empty());
-    let a = payment_response(&replies[0], "payment-response");
-    let c = payment_response(&replies[2], "payment-response");
-    assert_eq!((replies[0].status, replies[2].status), (200, 200));
-    assert_eq!(
-        a["transaction"], c["transaction"],
-        "the other two still share one batch"
-    );
-    let receipt = receipt(&chain, a["transaction"].as_str().unwrap()).await;
-    let mut landed = vec![
-        format!("{:#x}", payers[0].address()),
-        format!("{:#x}", payers[2].address()),
-    ];
-    landed.sort();
-    assert_eq!(authorizers(&receipt), landed);
-    assert_eq!(chain.balance(PAY_TO).await - seller, 2 * SIMPLE_PRICE);
-    app.assert_ledger_clean().await;
 }
