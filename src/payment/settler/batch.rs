@@ -222,7 +222,13 @@ async fn run(
         let calls: Vec<(Address, Bytes)> =
             jobs.iter().map(|j| (j.target, j.data.clone())).collect();
         tracing::debug!(payments = calls.len(), "settling a batch");
-        let sent = broadcast(&relayer, &chain, policy.contract, calls).await;
+        // In a task of its own: should it ever panic, this loop goes on serving later batches,
+        // and this batch's payments are left to the reconciler (it may have broadcast).
+        let n = calls.len();
+        let (r, c) = (relayer.clone(), chain.clone());
+        let sent = tokio::spawn(async move { broadcast(&r, &c, policy.contract, calls).await })
+            .await
+            .unwrap_or_else(|e| vec![Sent::Pending(format!("the batch task failed: {e}")); n]);
         // One receipt wait per transaction, shared by its payments; the next batch does not
         // wait for it.
         let mut watching: Vec<(B256, Confirmation)> = Vec::new();
