@@ -179,6 +179,7 @@ pub async fn build_state(config: Config, opts: BuildOptions) -> anyhow::Result<A
         signups: crate::http::rate_limit::TokenBucket::per_minute(signups_per_minute, opts_clock),
         topup,
         metrics: Default::default(),
+        repeats: Default::default(),
     }))
 }
 

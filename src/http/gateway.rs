@@ -15,7 +15,6 @@ use super::AppState;
 use super::credits;
 use super::error::ApiError;
 use super::paid;
-use super::payment_required;
 use super::request::{
     ParsedBody, canonical_path, check_content_length, declared_headers, parse_body, parse_query,
 };
@@ -209,11 +208,12 @@ async fn gateway(state: &AppState, req: Request) -> Result<Response, ApiError> {
         return sign_in::serve_signed_in(state, signed, req, bytes).await;
     }
     let challenge = sign_in::challenge(state, &issued.quote, &url);
-    Ok(payment_required::render(
+    Ok(state.repeats.answer(
+        &rules,
         &issued.quote,
+        issued.created,
         route,
         &url,
-        None,
         challenge.as_ref(),
     ))
 }

@@ -62,6 +62,8 @@ pub struct StateInner {
     /// Top-up valuers, per network with `[[topup]]` configured.
     pub topup: topup::Valuers,
     pub metrics: metrics::Metrics,
+    /// 402s of quotes answered more than once, kept rendered.
+    pub repeats: payment_required::Repeats,
 }
 
 impl AppState {

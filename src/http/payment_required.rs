@@ -13,9 +13,15 @@ use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value};
 
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::{Arc, Mutex, Weak};
+
+use bytes::{Bytes, BytesMut};
+
 use crate::payment::scheme;
-use crate::pricing::Route;
-use crate::quote::{Offer, Quote};
+use crate::pricing::{Route, RuleSet};
+use crate::quote::{Offer, Quote, QuoteId};
 use base64::Engine;
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -119,18 +125,19 @@ struct V1Requirement<'a> {
 
 /// The v2 `PaymentRequired` JSON for a quote.
 pub fn v2_json(quote: &Quote, route: &Route, resource_url: &str, error: &str) -> Vec<u8> {
-    v2_json_with(quote, route, resource_url, error, None)
+    v2_json_with(quote, route, resource_url, error, None).0
 }
 
 /// The v2 JSON with a fresh `sign-in-with-x` challenge next to the route's extensions (a
 /// challenge is single-use, so it is the one part of a 402 that differs per answer).
+/// Also returns where the challenge's declaration starts in it.
 fn v2_json_with(
     quote: &Quote,
     route: &Route,
     resource_url: &str,
     error: &str,
     sign_in: Option<&siwx::Challenge>,
-) -> Vec<u8> {
+) -> (Vec<u8>, usize) {
     let base = route
         .v2_extensions
         .get(&quote.method)
@@ -168,12 +175,14 @@ fn v2_json_with(
     // `{…}` → `{…,"extensions":…}`.
     out.pop();
     out.extend_from_slice(b",\"extensions\":");
+    // The route's extensions come first, so the challenge starts past them.
+    let challenge_from = out.len() + base.get().len().saturating_sub(1);
     match sign_in {
         None => out.extend_from_slice(base.get().as_bytes()),
         Some(c) => c.append_to(base.get(), &mut out),
     }
     out.push(b'}');
-    out
+    (out, challenge_from)
 }
 
 fn v1_requirement<'a>(
@@ -272,37 +281,209 @@ pub fn render(
     error: Option<&str>,
     sign_in: Option<&siwx::Challenge>,
 ) -> Response {
-    let v2 = v2_json_with(
-        quote,
-        route,
-        resource_url,
-        error.unwrap_or(V2_ERROR),
-        sign_in,
-    );
-    let body = v1_json(quote, route, resource_url, error.unwrap_or(V1_ERROR));
-    let header_value = base64::engine::general_purpose::STANDARD.encode(&v2);
-    let mut resp = (StatusCode::PAYMENT_REQUIRED, body).into_response();
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(
-        HeaderName::from_static(x402::PAYMENT_REQUIRED),
-        HeaderValue::from_str(&header_value).expect("base64 is a valid header value"),
-    );
-    h.insert(
-        header::ACCESS_CONTROL_EXPOSE_HEADERS,
-        HeaderValue::from_static(x402::CORS_EXPOSE_HEADERS_VALUE),
-    );
-    h.insert(
-        HeaderName::from_static("x-tariff-quote-id"),
-        HeaderValue::from_str(quote.id.as_str()).expect("ascii"),
-    );
-    h.insert(
-        HeaderName::from_static("x-tariff-price"),
-        HeaderValue::from_str(&quote.price.to_string()).expect("ascii"),
-    );
-    resp
+    Rendered::new(quote, route, resource_url, error, sign_in).response(None)
+}
+
+/// A 402 rendered to bytes: what [`render`] answers, kept so that a quote answered again costs
+/// a copy instead of a render (see [`Repeats`]).
+struct Rendered {
+    /// The rules it was rendered under (the route's discovery metadata is part of it).
+    rules: Weak<RuleSet>,
+    url: Box<str>,
+    v1_body: Bytes,
+    v2_json: Bytes,
+    v2_base64: Bytes,
+    /// Where the sign-in challenge's [`siwx::Challenge::varying_part`] sits in `v2_json`.
+    challenge_at: Option<Range<usize>>,
+    /// Where the challenge's declaration starts in `v2_json` (its end when there is none).
+    challenge_from: usize,
+    quote_id: HeaderValue,
+    price: HeaderValue,
+}
+
+impl Rendered {
+    fn new(
+        quote: &Quote,
+        route: &Route,
+        resource_url: &str,
+        error: Option<&str>,
+        sign_in: Option<&siwx::Challenge>,
+    ) -> Rendered {
+        let (v2, challenge_from) = v2_json_with(
+            quote,
+            route,
+            resource_url,
+            error.unwrap_or(V2_ERROR),
+            sign_in,
+        );
+        let v1_body = v1_json(quote, route, resource_url, error.unwrap_or(V1_ERROR));
+        let v2_base64 = base64::engine::general_purpose::STANDARD.encode(&v2);
+        Rendered {
+            rules: Weak::new(),
+            url: resource_url.into(),
+            v1_body: v1_body.into(),
+            v2_json: v2.into(),
+            v2_base64: v2_base64.into(),
+            challenge_at: None,
+            challenge_from,
+            quote_id: HeaderValue::from_str(quote.id.as_str()).expect("ascii"),
+            price: HeaderValue::from_str(&quote.price.to_string()).expect("ascii"),
+        }
+    }
+
+    /// The 402 with `fresh`'s nonce and timestamps in place of those it was rendered with;
+    /// `None` if `fresh` cannot be put in place (this 402 carries no challenge, or the new
+    /// one's varying part has another length: then it is rendered anew).
+    fn respond_with(&self, fresh: &siwx::Challenge) -> Option<Response> {
+        let at = self.challenge_at.clone()?;
+        let part = fresh.varying_part();
+        (part.len() == at.len()).then(|| self.response(Some(part.as_bytes())))
+    }
+
+    /// The 402 as rendered, or with `varying` in place of the challenge's varying part.
+    fn response(&self, varying: Option<&[u8]>) -> Response {
+        let header = match varying {
+            None => self.v2_base64.clone(),
+            Some(part) => self.patched_base64(part),
+        };
+        let mut resp = (StatusCode::PAYMENT_REQUIRED, self.v1_body.clone()).into_response();
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        h.insert(
+            HeaderName::from_static(x402::PAYMENT_REQUIRED),
+            HeaderValue::from_maybe_shared(header).expect("base64 is a valid header value"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static(x402::CORS_EXPOSE_HEADERS_VALUE),
+        );
+        h.insert(
+            HeaderName::from_static("x-tariff-quote-id"),
+            self.quote_id.clone(),
+        );
+        h.insert(
+            HeaderName::from_static("x-tariff-price"),
+            self.price.clone(),
+        );
+        resp
+    }
+
+    /// The base64 of `v2_json` with `part` in place of the bytes at `challenge_at` (same
+    /// length), re-encoding only the 3-byte groups that overlap it: base64 maps every whole
+    /// group of 3 bytes to 4 characters on its own, so the rest is copied as it is.
+    fn patched_base64(&self, part: &[u8]) -> Bytes {
+        let at = self.challenge_at.clone().expect("called with a challenge");
+        debug_assert_eq!(part.len(), at.len());
+        let json = &self.v2_json;
+        let from = at.start / 3 * 3;
+        let to = (at.end.div_ceil(3) * 3).min(json.len());
+        let mut groups = Vec::with_capacity(to - from);
+        groups.extend_from_slice(&json[from..at.start]);
+        groups.extend_from_slice(part);
+        groups.extend_from_slice(&json[at.end..to]);
+        // Past the last whole group the encoding ends with its padding, which `encode` writes.
+        let end = if to == json.len() {
+            self.v2_base64.len()
+        } else {
+            to / 3 * 4
+        };
+        let b64 = &self.v2_base64;
+        let mut out = BytesMut::with_capacity(b64.len());
+        out.extend_from_slice(&b64[..from / 3 * 4]);
+        let encoded = base64::engine::general_purpose::STANDARD.encode(&groups);
+        out.extend_from_slice(encoded.as_bytes());
+        out.extend_from_slice(&b64[end..]);
+        out.freeze()
+    }
+}
+
+/// The first occurrence of `needle` in `hay` at or after `from`.
+fn find_from(hay: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
+    let (&first, _) = needle.split_first()?;
+    let last = hay.len().checked_sub(needle.len())?;
+    (from..=last).find(|&i| hay[i] == first && &hay[i..i + needle.len()] == needle)
+}
+
+/// The 402s of quotes that were answered more than once, kept rendered: a client polling an
+/// unpaid resource, or many agents asking the same question, get the stored bytes with only
+/// the sign-in challenge's nonce and timestamps replaced. A quote is immutable, so its 402
+/// changes only with the resource URL the client used and with the rules (the route's
+/// discovery metadata); both are checked on every use. Only repeats are kept (a flood of
+/// distinct requests never enters), and at most [`REPEATS`] of them.
+#[derive(Default)]
+pub struct Repeats {
+    map: Mutex<HashMap<QuoteId, Arc<Rendered>>>,
+}
+
+/// How many repeated 402s are kept (each ~7 KB: the v2 JSON, its base64 and the v1 body).
+pub const REPEATS: usize = 256;
+
+impl Repeats {
+    /// The 402 for a quote from the gateway (no error message): from the stored bytes when the
+    /// quote was answered before (`created` false) under the same rules and URL, else rendered
+    /// (and kept, for a repeat).
+    pub fn answer(
+        &self,
+        rules: &Arc<RuleSet>,
+        quote: &Quote,
+        created: bool,
+        route: &Route,
+        resource_url: &str,
+        sign_in: Option<&siwx::Challenge>,
+    ) -> Response {
+        if created {
+            return render(quote, route, resource_url, None, sign_in);
+        }
+        let kept = self.lock().get(&quote.id).cloned();
+        if let Some(r) = kept
+            && std::ptr::eq(r.rules.as_ptr(), Arc::as_ptr(rules))
+            && *r.url == *resource_url
+        {
+            let resp = match sign_in {
+                None if r.challenge_at.is_none() => Some(r.response(None)),
+                None => None,
+                Some(c) => r.respond_with(c),
+            };
+            if let Some(resp) = resp {
+                return resp;
+            }
+        }
+        let mut rendered = Rendered::new(quote, route, resource_url, None, sign_in);
+        rendered.rules = Arc::downgrade(rules);
+        if let Some(c) = sign_in {
+            // The nonce opens the varying part, a few fields into the declaration. Not found
+            // (it cannot be), the 402 is not kept.
+            let part = c.varying_part();
+            match find_from(&rendered.v2_json, rendered.challenge_from, part.as_bytes()) {
+                Some(at) => rendered.challenge_at = Some(at..at + part.len()),
+                None => return rendered.response(None),
+            }
+        }
+        let resp = rendered.response(None);
+        let mut map = self.lock();
+        if map.len() >= REPEATS
+            && let Some(evicted) = map.keys().next().cloned()
+        {
+            map.remove(&evicted);
+        }
+        map.insert(quote.id.clone(), Arc::new(rendered));
+        resp
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<QuoteId, Arc<Rendered>>> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How many are kept (for tests).
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }

@@ -70,10 +70,13 @@ struct Info<'a> {
     domain: &'a str,
     uri: &'a str,
     version: &'static str,
+    // `nonce`, `issuedAt` and `expirationTime` stay adjacent and in this order: together they
+    // are the only bytes that differ between two challenges for the same resource, and a 402
+    // answered again is re-rendered by replacing just them (see `Challenge::varying_part`).
     nonce: &'a str,
     issued_at: String,
-    resources: [&'a str; 1],
     expiration_time: String,
+    resources: [&'a str; 1],
     statement: &'a str,
 }
 
@@ -133,6 +136,20 @@ impl Challenge {
         let mut out = Vec::with_capacity(extensions.len() + 1280);
         self.append_to(extensions, &mut out);
         String::from_utf8(out).expect("UTF-8 in, UTF-8 out")
+    }
+
+    /// The bytes of the declaration's JSON that are unique to this challenge: from the nonce's
+    /// first character to the expiry's last, exactly as [`Challenge::declaration_json`] writes
+    /// them (nonce and timestamps need no escaping). Two challenges for the same resource and
+    /// chains differ only here, and (with 32 hex digits and millisecond UTC timestamps) always
+    /// by the same number of bytes.
+    pub fn varying_part(&self) -> String {
+        format!(
+            "{}\",\"issuedAt\":\"{}\",\"expirationTime\":\"{}",
+            self.nonce,
+            format_rfc3339(self.issued_at_ms),
+            format_rfc3339(self.expires_at_ms)
+        )
     }
 
     /// [`Challenge::add_to`], written at the end of `out` (the 402 is assembled in one buffer).
@@ -424,6 +441,28 @@ mod tests {
                 assert_eq!(v["bazaar"]["info"], json!(1));
             }
         }
+    }
+
+    #[test]
+    fn the_varying_part_is_where_two_challenges_differ_and_nowhere_else() {
+        let c = |nonce: u128, at: u64| Challenge {
+            domain: "h:1".into(),
+            uri: "http://h:1/x?q=a%20b".into(),
+            statement: "s".into(),
+            nonce: format!("{nonce:032x}"),
+            issued_at_ms: at,
+            expires_at_ms: at + 300_000,
+            chains: vec!["eip155:8453".into()],
+        };
+        let (a, b) = (c(1, 1_764_000_000_123), c(u128::MAX, 1_780_000_000_999));
+        let (ja, jb) = (a.declaration_json(), b.declaration_json());
+        let (va, vb) = (a.varying_part(), b.varying_part());
+        assert_eq!(va.len(), vb.len());
+        let at = ja.find(&va).expect("the varying part is written as is");
+        assert_eq!(ja.matches(&va).count(), 1);
+        assert_eq!(jb.find(&vb), Some(at));
+        assert_eq!(ja[..at], jb[..at]);
+        assert_eq!(ja[at + va.len()..], jb[at + vb.len()..]);
     }
 
     #[test]

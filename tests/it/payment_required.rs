@@ -2,6 +2,7 @@
 //! `serde_json::Value` (not Tariff's structs), every field checked against the protocol
 //! reference (shared/reference/x402-protocol.md §1.2, §1.3, §2.4, §4.4).
 
+use base64::Engine;
 use serde_json::Value;
 
 use crate::harness::{TestApp, repo_rules};
@@ -208,4 +209,112 @@ async fn repeated_request_gets_a_byte_identical_402() {
     };
     assert_eq!(without_challenge(&a), without_challenge(&b));
     assert_eq!(a.body, b.body);
+}
+
+/// The v2 header's JSON with the sign-in challenge's per-answer fields (nonce, timestamps)
+/// blanked, after checking they are well-formed.
+fn challenge_blanked(r: &crate::harness::Reply) -> (Vec<u8>, String) {
+    let b64 = r.header("payment-required").unwrap();
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(&b64)
+        .expect("valid base64");
+    // Canonical base64: re-encoding the bytes gives the header back.
+    assert_eq!(
+        base64::engine::general_purpose::STANDARD.encode(&raw),
+        b64,
+        "canonical base64"
+    );
+    let text = String::from_utf8(raw).unwrap();
+    let v: Value = serde_json::from_str(&text).expect("valid JSON");
+    let info = &v["extensions"]["sign-in-with-x"]["info"];
+    let nonce = info["nonce"].as_str().unwrap().to_string();
+    assert_eq!(nonce.len(), 32);
+    let mut blanked = text.replacen(&nonce, &"0".repeat(32), 1);
+    for field in ["issuedAt", "expirationTime"] {
+        let t = info[field].as_str().unwrap();
+        assert!(tariff::x402::siwx::parse_rfc3339(t).is_some(), "{t}");
+        blanked = blanked.replacen(t, "2000-01-01T00:00:00.000Z", 1);
+    }
+    (blanked.into_bytes(), nonce)
+}
+
+#[tokio::test]
+async fn a_repeated_402_is_served_from_its_rendered_bytes_with_a_fresh_challenge() {
+    let app = TestApp::start(&repo_rules(), &[]).await;
+    let uri = "/search?q=market+cap+of+eth";
+    let first = app.get(uri).await;
+    assert!(
+        app.state.repeats.is_empty(),
+        "a new quote's 402 is not kept"
+    );
+    let second = app.get(uri).await;
+    assert_eq!(app.state.repeats.len(), 1, "a repeat is kept");
+    let (third, fourth) = (app.get(uri).await, app.get(uri).await);
+    assert_eq!(app.state.repeats.len(), 1);
+
+    let replies = [&first, &second, &third, &fourth];
+    let blanked: Vec<_> = replies.iter().map(|r| challenge_blanked(r)).collect();
+    for (r, (bytes, _)) in replies.iter().zip(&blanked) {
+        assert_eq!(r.status, 402);
+        assert_eq!(*bytes, blanked[0].0, "same 402 but for the challenge");
+        assert_eq!(r.body, first.body);
+        for h in ["x-tariff-quote-id", "x-tariff-price", "content-type"] {
+            assert_eq!(r.header(h), first.header(h), "{h}");
+        }
+    }
+    let mut nonces: Vec<_> = blanked.iter().map(|(_, n)| n.clone()).collect();
+    nonces.sort();
+    nonces.dedup();
+    assert_eq!(nonces.len(), 4, "every answer has its own nonce");
+
+    // Another Host is another resource URL: rendered for it, not served from the kept one.
+    let other = crate::harness::Reply::read(
+        app.send(
+            axum::http::Request::get(uri)
+                .header("host", "other.example:8443")
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(
+        other.payment_required()["resource"]["url"],
+        "http://other.example:8443/search?q=market+cap+of+eth"
+    );
+    assert!(String::from_utf8_lossy(&other.body).contains("http://other.example:8443/search"));
+}
+
+#[tokio::test]
+async fn a_repeated_402_follows_a_rules_reload() {
+    let dir = crate::harness::TempDir::new("repeats");
+    let file = dir.0.join("search.toml");
+    let rules = std::fs::read_to_string(repo_rules().join("search.toml")).unwrap();
+    std::fs::write(&file, &rules).unwrap();
+    let app = TestApp::start(&dir.0, &[]).await;
+    let uri = "/search?q=bitcoin+price";
+    for _ in 0..3 {
+        app.get(uri).await;
+    }
+    assert_eq!(app.state.repeats.len(), 1);
+    let edited = rules.replace(
+        "description = \"Search over market data",
+        "description = \"Edited: search over market data",
+    );
+    assert_ne!(edited, rules);
+    std::fs::write(&file, edited).unwrap();
+    app.state.rules.reload().expect("the edited rules load");
+    let after = app.get(uri).await;
+    let description = |r: &crate::harness::Reply| {
+        r.payment_required()["resource"]["description"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert!(
+        description(&after).starts_with("Edited: "),
+        "{}",
+        description(&after)
+    );
+    assert!(String::from_utf8_lossy(&after.body).contains("Edited: "));
 }
