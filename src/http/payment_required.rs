@@ -281,7 +281,7 @@ pub fn render(
     error: Option<&str>,
     sign_in: Option<&siwx::Challenge>,
 ) -> Response {
-    Rendered::new(quote, route, resource_url, error, sign_in).response(None)
+    Rendered::new(quote, route, resource_url, error, sign_in, None).response(None)
 }
 
 /// A 402 rendered to bytes: what [`render`] answers, kept so that a quote answered again costs
@@ -293,21 +293,23 @@ struct Rendered {
     v1_body: Bytes,
     v2_json: Bytes,
     v2_base64: Bytes,
-    /// Where the sign-in challenge's [`siwx::Challenge::varying_part`] sits in `v2_json`.
+    /// Where the sign-in challenge's [`siwx::Challenge::varying_part`] sits in `v2_json` (only
+    /// located for a 402 that is kept).
     challenge_at: Option<Range<usize>>,
-    /// Where the challenge's declaration starts in `v2_json` (its end when there is none).
-    challenge_from: usize,
     quote_id: HeaderValue,
     price: HeaderValue,
 }
 
 impl Rendered {
+    /// `kept_under`: the rules of a 402 that is kept for its repeats, which then also records
+    /// where its challenge's varying part is (a 402 answered once needs neither).
     fn new(
         quote: &Quote,
         route: &Route,
         resource_url: &str,
         error: Option<&str>,
         sign_in: Option<&siwx::Challenge>,
+        kept_under: Option<&Arc<RuleSet>>,
     ) -> Rendered {
         let (v2, challenge_from) = v2_json_with(
             quote,
@@ -318,14 +320,19 @@ impl Rendered {
         );
         let v1_body = v1_json(quote, route, resource_url, error.unwrap_or(V1_ERROR));
         let v2_base64 = base64::engine::general_purpose::STANDARD.encode(&v2);
+        // The nonce opens the varying part, a few fields into the declaration.
+        let challenge_at = kept_under.zip(sign_in).and_then(|(_, c)| {
+            let part = c.varying_part();
+            let at = find_from(&v2, challenge_from, part.as_bytes())?;
+            Some(at..at + part.len())
+        });
         Rendered {
-            rules: Weak::new(),
+            rules: kept_under.map(Arc::downgrade).unwrap_or_default(),
             url: resource_url.into(),
             v1_body: v1_body.into(),
             v2_json: v2.into(),
             v2_base64: v2_base64.into(),
-            challenge_at: None,
-            challenge_from,
+            challenge_at,
             quote_id: HeaderValue::from_str(quote.id.as_str()).expect("ascii"),
             price: HeaderValue::from_str(&quote.price.to_string()).expect("ascii"),
         }
@@ -452,18 +459,12 @@ impl Repeats {
                 return resp;
             }
         }
-        let mut rendered = Rendered::new(quote, route, resource_url, None, sign_in);
-        rendered.rules = Arc::downgrade(rules);
-        if let Some(c) = sign_in {
-            // The nonce opens the varying part, a few fields into the declaration. Not found
-            // (it cannot be), the 402 is not kept.
-            let part = c.varying_part();
-            match find_from(&rendered.v2_json, rendered.challenge_from, part.as_bytes()) {
-                Some(at) => rendered.challenge_at = Some(at..at + part.len()),
-                None => return rendered.response(None),
-            }
-        }
+        let rendered = Rendered::new(quote, route, resource_url, None, sign_in, Some(rules));
         let resp = rendered.response(None);
+        if sign_in.is_some() && rendered.challenge_at.is_none() {
+            // Its challenge was not found (it cannot be): not kept.
+            return resp;
+        }
         let mut map = self.lock();
         if map.len() >= REPEATS
             && let Some(evicted) = map.keys().next().cloned()
