@@ -22,7 +22,6 @@ use bytes::{Bytes, BytesMut};
 use crate::payment::scheme;
 use crate::pricing::{Route, RuleSet};
 use crate::quote::{Offer, Quote, QuoteId};
-use base64::Engine;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
@@ -319,7 +318,7 @@ impl Rendered {
             sign_in,
         );
         let v1_body = v1_json(quote, route, resource_url, error.unwrap_or(V1_ERROR));
-        let v2_base64 = base64::engine::general_purpose::STANDARD.encode(&v2);
+        let v2_base64 = x402::codec::encode_base64(&v2);
         // The nonce opens the varying part, a few fields into the declaration.
         let challenge_at = kept_under.zip(sign_in).and_then(|(_, c)| {
             let part = c.varying_part();
@@ -401,7 +400,7 @@ impl Rendered {
         let b64 = &self.v2_base64;
         let mut out = BytesMut::with_capacity(b64.len());
         out.extend_from_slice(&b64[..from / 3 * 4]);
-        let encoded = base64::engine::general_purpose::STANDARD.encode(&groups);
+        let encoded = x402::codec::encode_base64(&groups);
         out.extend_from_slice(encoded.as_bytes());
         out.extend_from_slice(&b64[end..]);
         out.freeze()
