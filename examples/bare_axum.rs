@@ -3,13 +3,18 @@
 //! 402 the size of a static-price x402 middleware's: a ~0.5 KB `PAYMENT-REQUIRED` header and a
 //! small JSON body). Nothing is computed per request.
 //!
-//!   cargo run --release --example bare_axum -- 127.0.0.1:PORT
+//! Given a 402 captured from tariff (`curl -D HEADERS -o BODY`), it also answers `/replay402`
+//! with exactly those headers and body: the cost of a 402 of that size on the wire, with no
+//! work behind it, so a benchmark can tell the answer's size from the work that makes it.
+//!
+//!   cargo run --release --example bare_axum -- 127.0.0.1:PORT [HEADERS BODY]
 
 use axum::Router;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use base64::Engine;
+use bytes::Bytes;
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -33,13 +38,37 @@ fn fixed_402() -> (HeaderValue, &'static str) {
     )
 }
 
+/// The header lines of a `curl -D` dump, less the status line and what hyper writes itself
+/// (`date`, `content-length`).
+fn replayed_headers(dump: &str) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    for line in dump.lines().skip(1) {
+        let Some((name, value)) = line.trim_end().split_once(':') else {
+            continue;
+        };
+        let name = HeaderName::from_bytes(name.trim().as_bytes()).expect("a header name");
+        if name == header::DATE || name == header::CONTENT_LENGTH {
+            continue;
+        }
+        let value = HeaderValue::from_str(value.trim()).expect("a header value");
+        headers.append(name, value);
+    }
+    headers
+}
+
 #[tokio::main]
 async fn main() {
-    let listen = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:8403".into());
+    let mut args = std::env::args().skip(1);
+    let listen = args.next().unwrap_or_else(|| "127.0.0.1:8403".into());
+    let replay = match (args.next(), args.next()) {
+        (Some(h), Some(b)) => Some((
+            replayed_headers(&std::fs::read_to_string(h).expect("reading the header dump")),
+            Bytes::from(std::fs::read(b).expect("reading the body")),
+        )),
+        _ => None,
+    };
     let (required, body) = fixed_402();
-    let app = Router::new()
+    let mut app = Router::new()
         .route("/hello", get(|| async { "hello" }))
         .route(
             "/fixed402",
@@ -64,6 +93,15 @@ async fn main() {
                 }
             }),
         );
+    if let Some((headers, body)) = replay {
+        app = app.route(
+            "/replay402",
+            get(move || {
+                let (headers, body) = (headers.clone(), body.clone());
+                async move { (StatusCode::PAYMENT_REQUIRED, headers, body).into_response() }
+            }),
+        );
+    }
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .expect("binding the listen address");
