@@ -82,6 +82,7 @@ fn bench_pricing(c: &mut Criterion) {
         &LoadOptions {
             max_price: UsdMicros(10_000_000),
             max_stored_answer_bytes: tariff::pricing::DEFAULT_STORED_ANSWER_BYTES,
+            extension_schemas: true,
         },
     )
     .expect("demo rules load");
@@ -174,6 +175,7 @@ fn bench_pricing(c: &mut Criterion) {
         issued_at_ms: 1_764_000_000_000,
         expires_at_ms: 1_764_000_300_000,
         chains: vec!["eip155:84532".into()],
+        with_schema: true,
     };
     g.bench_function("render_with_sign_in_challenge", |b| {
         b.iter(|| {

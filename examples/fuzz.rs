@@ -452,6 +452,7 @@ fn main() {
         opts: tariff::pricing::rules::LoadOptions {
             max_price: tariff::money::UsdMicros(10_000_000),
             max_stored_answer_bytes: tariff::pricing::DEFAULT_STORED_ANSWER_BYTES,
+            extension_schemas: true,
         },
         path_set: PATH_SET,
     };

@@ -342,6 +342,7 @@ fn rules_check(dir: &std::path::Path, max_price: UsdMicros) -> i32 {
         &LoadOptions {
             max_price,
             max_stored_answer_bytes: crate::pricing::DEFAULT_STORED_ANSWER_BYTES,
+            extension_schemas: true,
         },
     ) {
         Ok(set) => {
@@ -395,6 +396,7 @@ fn quote_preview(config: &Config, args: &QuoteArgs) -> anyhow::Result<i32> {
         &LoadOptions {
             max_price: config.max_price,
             max_stored_answer_bytes: config.payments.stored_answer_max_bytes,
+            extension_schemas: config.extension_schemas,
         },
     )
     .map_err(|e| anyhow::anyhow!("pricing rules are invalid:\n{e}"))?;

@@ -43,6 +43,7 @@ pub fn load_rules(config: &Config) -> Result<RulesHandle, crate::pricing::RuleEr
         LoadOptions {
             max_price: config.max_price,
             max_stored_answer_bytes: config.payments.stored_answer_max_bytes,
+            extension_schemas: config.extension_schemas,
         },
     )
 }

@@ -52,6 +52,7 @@ pub fn challenge(state: &AppState, quote: &Quote, resource_url: &str) -> Option<
         issued_at_ms: now,
         expires_at_ms: now + SIGN_IN_TTL_MS,
         chains,
+        with_schema: state.config.extension_schemas,
     })
 }
 

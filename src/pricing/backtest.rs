@@ -136,6 +136,7 @@ mod tests {
             &LoadOptions {
                 max_price: UsdMicros(10_000_000),
                 max_stored_answer_bytes: crate::pricing::DEFAULT_STORED_ANSWER_BYTES,
+                extension_schemas: true,
             },
         )
         .unwrap()

@@ -28,10 +28,13 @@ fn raw(v: &Value) -> Box<RawValue> {
 
 /// The v2 `extensions` object of each method: its Bazaar discovery (if any) and the route's
 /// `payment-identifier` declaration (if any). Methods with neither have no entry (`{}`).
+/// Without `schemas`, each extension is sent without its `schema` (see
+/// [`super::LoadOptions::extension_schemas`]).
 pub fn render_extensions(
     discovery: &BTreeMap<String, RenderedDiscovery>,
     methods: &[String],
     payment_id: Option<&PaymentIdPolicy>,
+    schemas: bool,
 ) -> BTreeMap<String, Box<RawValue>> {
     let mut out = BTreeMap::new();
     for m in methods {
@@ -44,6 +47,13 @@ pub fn render_extensions(
                 crate::x402::payment_identifier::KEY.into(),
                 crate::x402::payment_identifier::declaration(p.required),
             );
+        }
+        if !schemas {
+            for declaration in ext.values_mut() {
+                if let Value::Object(d) = declaration {
+                    d.remove("schema");
+                }
+            }
         }
         if !ext.is_empty() {
             out.insert(m.clone(), raw(&Value::Object(ext)));
@@ -87,4 +97,40 @@ pub fn render(d: &Discovery, methods: &[String]) -> BTreeMap<String, RenderedDis
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pricing::rules::PaymentIdPolicy;
+
+    fn extensions(schemas: bool) -> Value {
+        let d: Discovery = toml::from_str("query_params = { q = \"bitcoin price\" }").unwrap();
+        let methods = vec!["GET".to_string()];
+        let policy = PaymentIdPolicy {
+            required: true,
+            max_answer_bytes: 1024,
+        };
+        let out = render_extensions(&render(&d, &methods), &methods, Some(&policy), schemas);
+        serde_json::from_str(out["GET"].get()).unwrap()
+    }
+
+    #[test]
+    fn without_schemas_every_extension_keeps_all_but_its_schema() {
+        let (full, lean) = (extensions(true), extensions(false));
+        let (full, lean) = (full.as_object().unwrap(), lean.as_object().unwrap());
+        assert_eq!(
+            full.keys().collect::<Vec<_>>(),
+            ["bazaar", crate::x402::payment_identifier::KEY]
+        );
+        assert_eq!(
+            full.keys().collect::<Vec<_>>(),
+            lean.keys().collect::<Vec<_>>()
+        );
+        for (key, declaration) in full {
+            let mut expected = declaration.as_object().unwrap().clone();
+            assert!(expected.remove("schema").is_some(), "{key} has a schema");
+            assert_eq!(lean[key], Value::Object(expected), "{key}");
+        }
+    }
 }

@@ -75,6 +75,9 @@ pub struct LoadOptions {
     /// The largest answer the server keeps for `payment-identifier` retries: a route whose
     /// answers may be larger cannot offer the extension.
     pub max_stored_answer_bytes: usize,
+    /// Whether the 402's extensions carry their JSON Schemas (`extension_schemas`, on by
+    /// default); without them the `PAYMENT-REQUIRED` header is about half as large.
+    pub extension_schemas: bool,
 }
 
 /// The default of [`LoadOptions::max_stored_answer_bytes`] (`payments.stored_answer_max_bytes`).
@@ -498,8 +501,12 @@ fn compile_route(
             })
         }
     };
-    let v2_extensions =
-        discovery::render_extensions(&discovery_json, &methods, payment_identifier.as_ref());
+    let v2_extensions = discovery::render_extensions(
+        &discovery_json,
+        &methods,
+        payment_identifier.as_ref(),
+        opts.extension_schemas,
+    );
     let route = match path {
         Ok(path) if errors.is_empty() => Route {
             id: raw.id.clone(),

@@ -29,6 +29,9 @@ pub struct Challenge {
     pub expires_at_ms: u64,
     /// CAIP-2 ids of the EVM chains a wallet may sign for.
     pub chains: Vec<String>,
+    /// Whether the declaration carries the payload's JSON Schema (the `extension_schemas`
+    /// setting).
+    pub with_schema: bool,
 }
 
 /// The payload schema every challenge carries (constant: rendered once).
@@ -61,7 +64,8 @@ fn schema() -> &'static RawValue {
 struct Declaration<'a> {
     info: Info<'a>,
     supported_chains: Vec<SupportedChain<'a>>,
-    schema: &'static RawValue,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    schema: Option<&'static RawValue>,
 }
 
 #[derive(Serialize)]
@@ -124,7 +128,7 @@ impl Challenge {
                         kind: "eip191",
                     })
                     .collect(),
-                schema: schema(),
+                schema: self.with_schema.then(schema),
             },
         )
         .expect("strings serialise");
@@ -425,6 +429,7 @@ mod tests {
             issued_at_ms: 0,
             expires_at_ms: 300_000,
             chains: vec!["eip155:8453".into()],
+            with_schema: true,
         };
         for base in ["{}", r#"{"bazaar":{"info":1}}"#] {
             let v: Value = serde_json::from_str(&c.add_to(base)).unwrap();
@@ -444,6 +449,28 @@ mod tests {
     }
 
     #[test]
+    fn without_its_schema_a_declaration_is_the_same_but_for_it() {
+        let c = Challenge {
+            domain: "h".into(),
+            uri: "http://h/x".into(),
+            statement: "s".into(),
+            nonce: "0123456789abcdef".into(),
+            issued_at_ms: 0,
+            expires_at_ms: 300_000,
+            chains: vec!["eip155:8453".into()],
+            with_schema: true,
+        };
+        let lean = Challenge {
+            with_schema: false,
+            ..c.clone()
+        };
+        let mut full = c.declaration();
+        assert!(full.as_object_mut().unwrap().remove("schema").is_some());
+        assert_eq!(lean.declaration(), full);
+        assert_eq!(lean.varying_part(), c.varying_part());
+    }
+
+    #[test]
     fn the_varying_part_is_where_two_challenges_differ_and_nowhere_else() {
         let c = |nonce: u128, at: u64| Challenge {
             domain: "h:1".into(),
@@ -453,6 +480,7 @@ mod tests {
             issued_at_ms: at,
             expires_at_ms: at + 300_000,
             chains: vec!["eip155:8453".into()],
+            with_schema: true,
         };
         let (a, b) = (c(1, 1_764_000_000_123), c(u128::MAX, 1_780_000_000_999));
         let (ja, jb) = (a.declaration_json(), b.declaration_json());

@@ -466,6 +466,7 @@ fn actual_needs_a_ceiling_and_may_read_the_response_only_there() {
             &LoadOptions {
                 max_price: tariff::money::UsdMicros(10_000_000),
                 max_stored_answer_bytes: tariff::pricing::DEFAULT_STORED_ANSWER_BYTES,
+                extension_schemas: true,
             },
         )
         .map(|_| ())

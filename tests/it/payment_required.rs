@@ -318,3 +318,60 @@ async fn a_repeated_402_follows_a_rules_reload() {
     );
     assert!(String::from_utf8_lossy(&after.body).contains("Edited: "));
 }
+
+/// `extension_schemas = false` (as Cloudflare sends them): each extension of the 402 comes
+/// without its `schema` and is otherwise the same, so the header is about half as large; the
+/// v1 body, which has no extensions, is unchanged.
+#[tokio::test]
+async fn without_extension_schemas_each_extension_is_sent_without_its_schema() {
+    let dir = crate::harness::TempDir::new("lean-402");
+    let file = dir.write("tariff.toml", "extension_schemas = false\n");
+    let full = TestApp::start(&repo_rules(), &[]).await;
+    let lean = TestApp::start(
+        &repo_rules(),
+        &[("TARIFF_CONFIG", file.display().to_string())],
+    )
+    .await;
+    let uri = "/search?q=bitcoin+price";
+    let (a, b) = (full.get(uri).await, lean.get(uri).await);
+    assert_eq!((a.status, b.status), (402, 402));
+    let (va, vb) = (a.payment_required(), b.payment_required());
+    let (ea, eb) = (
+        va["extensions"].as_object().unwrap(),
+        vb["extensions"].as_object().unwrap(),
+    );
+    assert_eq!(keys(&va["extensions"]), ["bazaar", "sign-in-with-x"]);
+    assert_eq!(keys(&va["extensions"]), keys(&vb["extensions"]));
+    for (key, declaration) in ea {
+        assert!(declaration.get("schema").is_some(), "{key}");
+        assert!(eb[key].get("schema").is_none(), "{key}");
+    }
+    assert_eq!(ea["bazaar"]["info"], eb["bazaar"]["info"]);
+    for field in ["domain", "uri", "statement", "version", "resources"] {
+        assert_eq!(
+            ea["sign-in-with-x"]["info"][field], eb["sign-in-with-x"]["info"][field],
+            "{field}"
+        );
+    }
+    assert_eq!(
+        ea["sign-in-with-x"]["supportedChains"],
+        eb["sign-in-with-x"]["supportedChains"]
+    );
+    assert_eq!(va["accepts"][0]["amount"], vb["accepts"][0]["amount"]);
+    let len = |r: &crate::harness::Reply| r.header("payment-required").unwrap().len();
+    assert!(
+        len(&b) * 10 < len(&a) * 6,
+        "{} vs {} bytes",
+        len(&b),
+        len(&a)
+    );
+    // The v1 body: the same but for each app's own quote id.
+    let v1 = |r: &crate::harness::Reply| {
+        let mut v = r.json();
+        for req in v["accepts"].as_array_mut().unwrap() {
+            req["extra"].as_object_mut().unwrap().remove("quoteId");
+        }
+        v
+    };
+    assert_eq!(v1(&a), v1(&b));
+}

@@ -15,6 +15,7 @@ fn opts() -> LoadOptions {
     LoadOptions {
         max_price: UsdMicros(10_000_000),
         max_stored_answer_bytes: tariff::pricing::DEFAULT_STORED_ANSWER_BYTES,
+        extension_schemas: true,
     }
 }
 

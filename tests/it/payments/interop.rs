@@ -163,9 +163,22 @@ async fn official_clients_pay_with_local_settlement() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn official_clients_pay_through_the_official_facilitator() {
+    pay_through_the_official_facilitator(&[]).await;
+}
+
+/// `extension_schemas = false`: the official clients and facilitator take a 402 whose
+/// extensions come without their schemas.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_clients_pay_without_extension_schemas_through_the_official_facilitator() {
+    let dir = crate::harness::TempDir::new("lean-interop");
+    let file = dir.write("tariff.toml", "extension_schemas = false\n");
+    pay_through_the_official_facilitator(&[("TARIFF_CONFIG", file.display().to_string())]).await;
+}
+
+async fn pay_through_the_official_facilitator(extra_vars: &[(&str, String)]) {
     let chain = Chain::start().await;
     let facilitator = OfficialFacilitator::start(&chain);
-    let vars = vec![
+    let mut vars = vec![
         ("TARIFF_NETWORK", "eip155:84532".to_string()),
         ("TARIFF_PAY_TO", PAY_TO.to_string()),
         ("TARIFF_SETTLEMENT", "facilitator".to_string()),
@@ -190,6 +203,7 @@ async fn official_clients_pay_through_the_official_facilitator() {
             "{supported:?}"
         );
     }
+    vars.extend_from_slice(extra_vars);
     let app = TestApp::start(&repo_rules(), &vars).await;
     both_clients_pay(&chain, app).await;
 }

@@ -299,6 +299,7 @@ fn a_route_whose_answers_are_too_large_to_keep_cannot_offer_it() {
     let opts = tariff::pricing::LoadOptions {
         max_price: tariff::money::UsdMicros(10_000_000),
         max_stored_answer_bytes: 65_536,
+        extension_schemas: true,
     };
     let env = tariff::pricing::expr::ExprEnv::new();
     let err = tariff::pricing::rules::load_dir(dir.path(), &env, &opts).unwrap_err();

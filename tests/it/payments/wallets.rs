@@ -15,8 +15,13 @@ use crate::sign_in::{HOST, fund_wallet, send, sign_in, sign_in_as};
 use crate::support::contract_artifact;
 
 async fn app(chain: &Chain) -> TestApp {
+    app_with(chain, &[]).await
+}
+
+async fn app_with(chain: &Chain, extra_vars: &[(&str, String)]) -> TestApp {
     let mut vars = local_vars(chain);
     vars.push(("TARIFF_ADMIN_TOKEN", ADMIN.to_string()));
+    vars.extend_from_slice(extra_vars);
     TestApp::start(&repo_rules(), &vars).await
 }
 
@@ -146,8 +151,21 @@ async fn a_smart_wallet_signs_in_through_eip1271() {
 /// and the client then pays on chain.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_official_client_signs_in_and_spends_wallet_credits() {
+    official_client_signs_in(&[]).await;
+}
+
+/// The same with `extension_schemas = false`: the official client needs no schema to sign in
+/// or to pay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_client_signs_in_without_extension_schemas() {
+    let dir = crate::harness::TempDir::new("lean-siwx");
+    let file = dir.write("tariff.toml", "extension_schemas = false\n");
+    official_client_signs_in(&[("TARIFF_CONFIG", file.display().to_string())]).await;
+}
+
+async fn official_client_signs_in(extra_vars: &[(&str, String)]) {
     let chain = Chain::start().await;
-    let app = app(&chain).await;
+    let app = app_with(&chain, extra_vars).await;
     let (base, _server) = crate::harness::serve(tariff::http::app(app.state.clone())).await;
     let pay = |key: &PrivateKeySigner, extra: &'static [&'static str]| {
         let key = format!("0x{}", hex::encode(key.to_bytes()));
