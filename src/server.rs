@@ -181,6 +181,7 @@ pub async fn build_state(config: Config, opts: BuildOptions) -> anyhow::Result<A
         topup,
         metrics: Default::default(),
         repeats: Default::default(),
+        decisions: Default::default(),
     }))
 }
 

@@ -70,10 +70,32 @@ async fn gateway(state: &AppState, req: Request) -> Result<Response, ApiError> {
         body: body_value,
         response: None,
     };
-    let decision = route.decide(state.rules.env(), &input).map_err(|e| {
-        state.metrics.pricing_error(&route.id);
-        ApiError::internal("pricing_failed", e.to_string(), &e)
-    })?;
+    let canonical_body = match &parsed {
+        ParsedBody::None => CanonicalBody::None,
+        ParsedBody::Json(v) => CanonicalBody::Json(v),
+        ParsedBody::Bytes => CanonicalBody::Bytes(&bytes),
+    };
+    let hash = fingerprint(
+        state.config.fingerprint_key.expose(),
+        &CanonicalRequest {
+            method,
+            path: &path,
+            query: &query_pairs,
+            headers: &headers,
+            body: canonical_body,
+        },
+    );
+    // A repeat of a request these rules priced before is not priced again (see `decisions`).
+    let remembered = state.decisions.get(&rules, &hash, view.body_size);
+    let recall = remembered.is_none();
+    let decision = match remembered {
+        Some(d) => d,
+        None => route.decide(state.rules.env(), &input).map_err(|e| {
+            state.metrics.pricing_error(&route.id);
+            ApiError::internal("pricing_failed", e.to_string(), &e)
+        })?,
+    };
+    let fixed_rule = matches!(decision, Decision::Priced { .. });
     // Backtests re-price what rules may read of past requests (when the operator records it).
     if let Some(log) = &state.pricing_inputs {
         log.record(
@@ -103,21 +125,6 @@ async fn gateway(state: &AppState, req: Request) -> Result<Response, ApiError> {
             );
         }
     }
-    let canonical_body = match &parsed {
-        ParsedBody::None => CanonicalBody::None,
-        ParsedBody::Json(v) => CanonicalBody::Json(v),
-        ParsedBody::Bytes => CanonicalBody::Bytes(&bytes),
-    };
-    let hash = fingerprint(
-        state.config.fingerprint_key.expose(),
-        &CanonicalRequest {
-            method,
-            path: &path,
-            query: &query_pairs,
-            headers: &headers,
-            body: canonical_body,
-        },
-    );
     let (rule, price) = match decision {
         Decision::Free { rule } => {
             state.metrics.free_served(&route.id);
@@ -159,6 +166,8 @@ async fn gateway(state: &AppState, req: Request) -> Result<Response, ApiError> {
         .rules
         .iter()
         .any(|r| r.id == rule && r.actual.is_some());
+    // Kept when this quote turns out to be a repeat (fixed-rule prices only).
+    let keep = (recall && fixed_rule).then(|| rule.clone());
     let issued = state
         .quotes
         .issue(QuoteRequest {
@@ -177,6 +186,11 @@ async fn gateway(state: &AppState, req: Request) -> Result<Response, ApiError> {
             crate::quote::IssueError::Store(e) => store_unavailable(state, e),
             other => ApiError::internal("quote_failed", other.to_string(), &other),
         })?;
+    if let (false, Some(rule)) = (issued.created, keep) {
+        state
+            .decisions
+            .keep(&rules, hash, view.body_size, &rule, price);
+    }
     state
         .metrics
         .quote(&route.id, &issued.quote.rule.rule, issued.created);

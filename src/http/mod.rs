@@ -4,6 +4,7 @@ pub mod admin;
 pub mod backtest;
 pub mod console;
 pub mod credits;
+pub mod decisions;
 pub mod demo;
 pub mod error;
 pub mod gateway;
@@ -64,6 +65,8 @@ pub struct StateInner {
     pub metrics: metrics::Metrics,
     /// 402s of quotes answered more than once, kept rendered.
     pub repeats: payment_required::Repeats,
+    /// Pricing decisions of repeated requests, per rules generation.
+    pub decisions: decisions::Decisions,
 }
 
 impl AppState {

@@ -403,3 +403,99 @@ async fn wrong_method_names_the_allowed_ones() {
             .contains("/search accepts GET, POST, not PUT")
     );
 }
+
+/// Rules for the memo tests: a price for large bodies, one for lookups, the rest free.
+const MEMO_RULES: &str = r#"
+[[route]]
+id = "search"
+methods = ["GET", "POST"]
+path = "/search"
+max = "$1.00"
+
+[[route.rule]]
+id = "big-bodies"
+when = "request.body_size > 40"
+price = "$0.05"
+
+[[route.rule]]
+id = "lookups"
+when = "has(request.query.q)"
+price = "$0.02"
+
+[[route.rule]]
+id = "rest"
+free = true
+"#;
+
+async fn memo_app(rules: &str) -> (crate::harness::TempDir, TestApp) {
+    let dir = crate::harness::TempDir::new("decisions");
+    dir.write("search.toml", rules);
+    let app = TestApp::start(dir.path(), &[]).await;
+    (dir, app)
+}
+
+/// A repeated request's pricing decision is remembered (only repeats enter) and gives the same
+/// answer as pricing it again.
+#[tokio::test]
+async fn a_repeated_requests_decision_is_remembered_and_distinct_ones_are_not() {
+    let (_dir, app) = memo_app(MEMO_RULES).await;
+    for i in 0..5 {
+        assert_eq!(
+            app.get(&format!("/search?q=distinct-{i}")).await.status,
+            402
+        );
+    }
+    assert!(app.state.decisions.is_empty());
+    let first = app.get("/search?q=again").await;
+    let second = app.get("/search?q=again").await;
+    assert_eq!(app.state.decisions.len(), 1);
+    let third = app.get("/search?q=again").await;
+    for r in [&first, &second, &third] {
+        assert_eq!(r.status, 402);
+        assert_eq!(r.header("x-tariff-price").as_deref(), Some("$0.020000"));
+        assert_eq!(r.quote_id(), first.quote_id());
+    }
+}
+
+/// A rules reload that makes a repeated request free serves it free at once: a remembered
+/// decision belongs to the rules that made it.
+#[tokio::test]
+async fn a_remembered_decision_does_not_outlive_a_rules_reload() {
+    let (dir, app) = memo_app(MEMO_RULES).await;
+    for _ in 0..3 {
+        assert_eq!(app.get("/search?q=bitcoin").await.status, 402);
+    }
+    assert_eq!(app.state.decisions.len(), 1);
+    let free = MEMO_RULES.replace(
+        "when = \"has(request.query.q)\"\nprice = \"$0.02\"",
+        "when = \"has(request.query.q)\"\nfree = true",
+    );
+    assert_ne!(free, MEMO_RULES);
+    dir.write("search.toml", &free);
+    app.state.rules.reload().expect("the edited rules load");
+    let after = app.get("/search?q=bitcoin").await;
+    assert_eq!(
+        after.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&after.body)
+    );
+}
+
+/// Two JSON bodies with one fingerprint (whitespace) but different sizes are decided each on
+/// its own: rules may read `request.body_size`, which the fingerprint does not cover.
+#[tokio::test]
+async fn a_remembered_decision_is_per_body_size() {
+    let (_dir, app) = memo_app(MEMO_RULES).await;
+    let spaced = r#"{   "query" :   "compare revenue recognition"   }"#;
+    let compact = r#"{"query":"compare revenue recognition"}"#;
+    assert!(spaced.len() > 40 && compact.len() <= 40);
+    for _ in 0..3 {
+        let r = app.post_json("/search", spaced).await;
+        assert_eq!(r.status, 402);
+        assert_eq!(r.header("x-tariff-price").as_deref(), Some("$0.050000"));
+    }
+    assert_eq!(app.state.decisions.len(), 1);
+    let r = app.post_json("/search", compact).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+}
