@@ -87,7 +87,7 @@ async fn gateway(state: &AppState, req: Request) -> Result<Response, ApiError> {
     );
     // A repeat of a request these rules priced before is not priced again (see `decisions`).
     let remembered = state.decisions.get(&rules, &hash, view.body_size);
-    let recall = remembered.is_none();
+    let decided_now = remembered.is_none();
     let decision = match remembered {
         Some(d) => d,
         None => route.decide(state.rules.env(), &input).map_err(|e| {
@@ -167,7 +167,7 @@ async fn gateway(state: &AppState, req: Request) -> Result<Response, ApiError> {
         .iter()
         .any(|r| r.id == rule && r.actual.is_some());
     // Kept when this quote turns out to be a repeat (fixed-rule prices only).
-    let keep = (recall && fixed_rule).then(|| rule.clone());
+    let keep = (decided_now && fixed_rule).then(|| rule.clone());
     let issued = state
         .quotes
         .issue(QuoteRequest {

@@ -419,9 +419,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_challenge_is_spliced_into_any_extensions_object() {
-        let c = Challenge {
+    fn challenge() -> Challenge {
+        Challenge {
             domain: "h".into(),
             uri: "http://h/x".into(),
             statement: "s".into(),
@@ -430,7 +429,12 @@ mod tests {
             expires_at_ms: 300_000,
             chains: vec!["eip155:8453".into()],
             with_schema: true,
-        };
+        }
+    }
+
+    #[test]
+    fn a_challenge_is_spliced_into_any_extensions_object() {
+        let c = challenge();
         for base in ["{}", r#"{"bazaar":{"info":1}}"#] {
             let v: Value = serde_json::from_str(&c.add_to(base)).unwrap();
             assert_eq!(v[KEY], c.declaration(), "{base}");
@@ -450,16 +454,7 @@ mod tests {
 
     #[test]
     fn without_its_schema_a_declaration_is_the_same_but_for_it() {
-        let c = Challenge {
-            domain: "h".into(),
-            uri: "http://h/x".into(),
-            statement: "s".into(),
-            nonce: "0123456789abcdef".into(),
-            issued_at_ms: 0,
-            expires_at_ms: 300_000,
-            chains: vec!["eip155:8453".into()],
-            with_schema: true,
-        };
+        let c = challenge();
         let lean = Challenge {
             with_schema: false,
             ..c.clone()
