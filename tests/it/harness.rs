@@ -31,6 +31,14 @@ impl TempDir {
     }
 }
 
+/// A config file with `text`, and the variable that names it; keep the dir alive while the app
+/// runs.
+pub fn config_file(text: &str) -> (TempDir, (&'static str, String)) {
+    let dir = TempDir::new("config");
+    let file = dir.write("tariff.toml", text);
+    (dir, ("TARIFF_CONFIG", file.display().to_string()))
+}
+
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);

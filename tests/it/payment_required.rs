@@ -324,14 +324,9 @@ async fn a_repeated_402_follows_a_rules_reload() {
 /// v1 body, which has no extensions, is unchanged.
 #[tokio::test]
 async fn without_extension_schemas_each_extension_is_sent_without_its_schema() {
-    let dir = crate::harness::TempDir::new("lean-402");
-    let file = dir.write("tariff.toml", "extension_schemas = false\n");
+    let (_dir, lean_config) = crate::harness::config_file("extension_schemas = false\n");
     let full = TestApp::start(&repo_rules(), &[]).await;
-    let lean = TestApp::start(
-        &repo_rules(),
-        &[("TARIFF_CONFIG", file.display().to_string())],
-    )
-    .await;
+    let lean = TestApp::start(&repo_rules(), &[lean_config]).await;
     let uri = "/search?q=bitcoin+price";
     let (a, b) = (full.get(uri).await, lean.get(uri).await);
     assert_eq!((a.status, b.status), (402, 402));

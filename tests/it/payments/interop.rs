@@ -170,9 +170,8 @@ async fn official_clients_pay_through_the_official_facilitator() {
 /// extensions come without their schemas.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn official_clients_pay_without_extension_schemas_through_the_official_facilitator() {
-    let dir = crate::harness::TempDir::new("lean-interop");
-    let file = dir.write("tariff.toml", "extension_schemas = false\n");
-    pay_through_the_official_facilitator(&[("TARIFF_CONFIG", file.display().to_string())]).await;
+    let (_dir, lean_config) = crate::harness::config_file("extension_schemas = false\n");
+    pay_through_the_official_facilitator(&[lean_config]).await;
 }
 
 async fn pay_through_the_official_facilitator(extra_vars: &[(&str, String)]) {

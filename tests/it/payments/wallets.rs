@@ -158,9 +158,8 @@ async fn the_official_client_signs_in_and_spends_wallet_credits() {
 /// or to pay.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_official_client_signs_in_without_extension_schemas() {
-    let dir = crate::harness::TempDir::new("lean-siwx");
-    let file = dir.write("tariff.toml", "extension_schemas = false\n");
-    official_client_signs_in(&[("TARIFF_CONFIG", file.display().to_string())]).await;
+    let (_dir, lean_config) = crate::harness::config_file("extension_schemas = false\n");
+    official_client_signs_in(&[lean_config]).await;
 }
 
 async fn official_client_signs_in(extra_vars: &[(&str, String)]) {
