@@ -199,7 +199,8 @@ async fn gateway(state: &AppState, req: Request) -> Result<Response, ApiError> {
     {
         stats.record(&issued.quote);
     }
-    let url = resource_url(state, &parts);
+    let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let url = absolute_url(state, &parts.headers, path_and_query);
     let req = credits::QuotedRequest {
         quote: &issued.quote,
         route,
@@ -228,6 +229,7 @@ async fn gateway(state: &AppState, req: Request) -> Result<Response, ApiError> {
         issued.created,
         route,
         &url,
+        path_and_query,
         challenge.as_ref(),
     ))
 }
@@ -283,14 +285,8 @@ async fn forward(
         .await
 }
 
-/// The absolute URL of the resource, for the 402's `resource`: the configured public base,
-/// else the Host the client used.
-fn resource_url(state: &AppState, parts: &Parts) -> String {
-    let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    absolute_url(state, &parts.headers, path_and_query)
-}
-
-/// `path_and_query` as an absolute URL on this server, as the request's client sees it.
+/// `path_and_query` as an absolute URL on this server, as the request's client sees it (the
+/// 402's `resource`): the configured public base, else the Host the client used.
 pub(super) fn absolute_url(state: &AppState, headers: &HeaderMap, path_and_query: &str) -> String {
     if let Some(base) = &state.config.public_url {
         return format!("{base}{path_and_query}");

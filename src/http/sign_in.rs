@@ -27,7 +27,7 @@ pub const SIGN_IN_TTL_MS: u64 = 300_000;
 const STATEMENT: &str = "Sign in to pay with the Tariff credits of this wallet";
 
 /// `host[:port]` of an absolute URL.
-fn authority(url: &str) -> &str {
+pub(super) fn authority(url: &str) -> &str {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
     rest.split(['/', '?', '#']).next().unwrap_or(rest)
 }

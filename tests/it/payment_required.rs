@@ -370,3 +370,48 @@ async fn without_extension_schemas_each_extension_is_sent_without_its_schema() {
     };
     assert_eq!(v1(&a), v1(&b));
 }
+
+/// New quotes of one route and price: the second builds the route's template and later ones
+/// are copied from it. Each still carries its own URL, quote id and challenge (and in this
+/// debug build every templated 402 is also checked against its full render).
+#[tokio::test]
+async fn new_quotes_402s_come_from_the_routes_template_with_their_own_values() {
+    let app = TestApp::start(&repo_rules(), &[]).await;
+    let templates = &app.state.repeats.templates;
+    let first = app.get("/search?q=first").await.payment_required();
+    let origin = first["resource"]["url"].as_str().unwrap();
+    let origin = origin.strip_suffix("/search?q=first").unwrap().to_string();
+    assert_eq!(
+        templates.built(),
+        0,
+        "one new quote: nothing to template yet"
+    );
+    app.get("/search?q=second").await;
+    assert_eq!(templates.built(), 1);
+    let mut nonces = Vec::new();
+    for q in ["third", "a%22quoted%22+one", "caf%C3%A9", "x&y=1"] {
+        let uri = format!("/search?q={q}");
+        let r = app.get(&uri).await;
+        assert_eq!(r.status, 402);
+        let url = format!("{origin}{uri}");
+        let id = r.header("x-tariff-quote-id").unwrap();
+        let v2 = r.payment_required();
+        assert_eq!(v2["resource"]["url"], url);
+        for a in v2["accepts"].as_array().unwrap() {
+            assert_eq!(a["extra"]["quoteId"], id, "{uri}");
+        }
+        let info = &v2["extensions"]["sign-in-with-x"]["info"];
+        assert_eq!(info["uri"], url);
+        assert_eq!(info["resources"][0], url);
+        nonces.push(info["nonce"].as_str().unwrap().to_string());
+        let v1: Value = serde_json::from_slice(&r.body).unwrap();
+        for a in v1["accepts"].as_array().unwrap() {
+            assert_eq!(a["resource"], url);
+            assert_eq!(a["extra"]["quoteId"], id);
+        }
+    }
+    assert_eq!(templates.built(), 1, "used, not built again");
+    nonces.sort();
+    nonces.dedup();
+    assert_eq!(nonces.len(), 4, "every 402 has its own challenge");
+}

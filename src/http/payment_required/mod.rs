@@ -27,6 +27,9 @@ use serde_json::value::RawValue;
 
 use crate::x402::{self, siwx, v2};
 
+mod template;
+pub use template::{TEMPLATES, Templates};
+
 pub const V2_ERROR: &str = "PAYMENT-SIGNATURE header is required";
 pub const V1_ERROR: &str = "X-PAYMENT header is required";
 
@@ -352,30 +355,12 @@ impl Rendered {
             None => self.v2_base64.clone(),
             Some(part) => self.patched_base64(part),
         };
-        let mut resp = (StatusCode::PAYMENT_REQUIRED, self.v1_body.clone()).into_response();
-        let h = resp.headers_mut();
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        h.insert(
-            HeaderName::from_static(x402::PAYMENT_REQUIRED),
-            HeaderValue::from_maybe_shared(header).expect("base64 is a valid header value"),
-        );
-        h.insert(
-            header::ACCESS_CONTROL_EXPOSE_HEADERS,
-            HeaderValue::from_static(x402::CORS_EXPOSE_HEADERS_VALUE),
-        );
-        h.insert(
-            HeaderName::from_static("x-tariff-quote-id"),
+        respond(
+            self.v1_body.clone(),
+            header,
             self.quote_id.clone(),
-        );
-        h.insert(
-            HeaderName::from_static("x-tariff-price"),
             self.price.clone(),
-        );
-        resp
+        )
     }
 
     /// The base64 of `v2_json` with `part` in place of the bytes at `challenge_at` (same
@@ -407,6 +392,33 @@ impl Rendered {
     }
 }
 
+/// A 402: the v1 body, the v2 `PAYMENT-REQUIRED` header (base64) and Tariff's own headers.
+fn respond(
+    v1_body: Bytes,
+    v2_base64: Bytes,
+    quote_id: HeaderValue,
+    price: HeaderValue,
+) -> Response {
+    let mut resp = (StatusCode::PAYMENT_REQUIRED, v1_body).into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        HeaderName::from_static(x402::PAYMENT_REQUIRED),
+        HeaderValue::from_maybe_shared(v2_base64).expect("base64 is a valid header value"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static(x402::CORS_EXPOSE_HEADERS_VALUE),
+    );
+    h.insert(HeaderName::from_static("x-tariff-quote-id"), quote_id);
+    h.insert(HeaderName::from_static("x-tariff-price"), price);
+    resp
+}
+
 /// The first occurrence of `needle` in `hay` at or after `from`.
 fn find_from(hay: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
     let (&first, _) = needle.split_first()?;
@@ -419,10 +431,12 @@ fn find_from(hay: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
 /// the sign-in challenge's nonce and timestamps replaced. A quote is immutable, so its 402
 /// changes only with the resource URL the client used and with the rules (the route's
 /// discovery metadata); both are checked on every use. Only repeats are kept (a flood of
-/// distinct requests never enters), and at most [`REPEATS`] of them.
+/// distinct requests never enters), and at most [`REPEATS`] of them. A new quote's 402 comes
+/// from its route's [`Templates`].
 #[derive(Default)]
 pub struct Repeats {
     map: Mutex<HashMap<QuoteId, Arc<Rendered>>>,
+    pub templates: Templates,
 }
 
 /// How many repeated 402s are kept (each ~7 KB: the v2 JSON, its base64 and the v1 body).
@@ -431,7 +445,9 @@ pub const REPEATS: usize = 256;
 impl Repeats {
     /// The 402 for a quote from the gateway (no error message): from the stored bytes when the
     /// quote was answered before (`created` false) under the same rules and URL, else rendered
-    /// (and kept, for a repeat).
+    /// (and kept, for a repeat); a new quote's from its template. `resource_url` ends with the
+    /// request's `path_and_query`.
+    #[allow(clippy::too_many_arguments)]
     pub fn answer(
         &self,
         rules: &Arc<RuleSet>,
@@ -439,10 +455,21 @@ impl Repeats {
         created: bool,
         route: &Route,
         resource_url: &str,
+        path_and_query: &str,
         sign_in: Option<&siwx::Challenge>,
     ) -> Response {
         if created {
-            return render(quote, route, resource_url, None, sign_in);
+            return match template::At::new(
+                rules,
+                quote,
+                route,
+                resource_url,
+                path_and_query,
+                sign_in,
+            ) {
+                Some(at) => self.templates.answer(&at),
+                None => render(quote, route, resource_url, None, sign_in),
+            };
         }
         let kept = self.lock().get(&quote.id).cloned();
         if let Some(r) = kept
