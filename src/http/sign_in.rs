@@ -237,3 +237,18 @@ pub async fn link_wallet(
         Json(json!({"account": account.as_str(), "wallet": wallet})).into_response(),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn authority_is_the_host_and_port_of_a_url() {
+        assert_eq!(
+            authority("http://127.0.0.1:8080/search?q=a"),
+            "127.0.0.1:8080"
+        );
+        assert_eq!(authority("https://api.example.com/v1/x"), "api.example.com");
+        assert_eq!(authority("http://h?x=/"), "h");
+    }
+}

@@ -247,7 +247,10 @@ impl Templates {
     fn remember(&self, at: &At<'_>, state: State) {
         let mut keys = self.lock();
         if let Some(slot) = keys.iter_mut().find(|(k, _)| k.matches(at)) {
-            slot.1 = state;
+            // A concurrent request may have got further with this key: `Seen` never undoes it.
+            if !matches!(state, State::Seen) {
+                slot.1 = state;
+            }
             return;
         }
         if keys.len() >= TEMPLATES {
@@ -499,6 +502,19 @@ mod tests {
         assert_eq!(templates.built(), 1, "met twice: templated");
         answer(3, "/search?q=c", "http://h", 20_000);
         assert_eq!(templates.built(), 1, "used, not built again");
+        // A request that raced the build and saw the key unknown does not undo the template.
+        let q = quote(9, "GET", 20_000, &offers);
+        let at = At::new(
+            &rules,
+            &q,
+            route,
+            "http://h/search?q=i",
+            "/search?q=i",
+            None,
+        )
+        .unwrap();
+        templates.remember(&at, State::Seen);
+        assert_eq!(templates.built(), 1);
         // Another origin, or another price, is another key.
         answer(4, "/search?q=d", "http://other", 20_000);
         answer(5, "/search?q=e", "http://other", 20_000);
