@@ -5,7 +5,8 @@
 //!
 //! Pairs: strict body parse vs plain `serde_json::from_slice`; request fingerprint vs a bare
 //! blake3 of the raw body; a full pricing decision on the demo rules vs binding the CEL context
-//! alone; the whole 402 render (v1 body, v2 header, headers) vs the v1 body alone.
+//! alone; the whole 402 render (v1 body, v2 header, headers) vs the v1 body alone, and a new
+//! quote's 402 from its template next to its render.
 
 use std::hint::black_box;
 use std::path::Path;
@@ -187,6 +188,29 @@ fn bench_pricing(c: &mut Criterion) {
                 Some(&challenge),
             )
         })
+    });
+    // The same 402 as the gateway answers a new quote once its key has a template (the second
+    // new quote of a route at a price builds it): the render's bytes, copied with the request's
+    // path, quote id and challenge put in.
+    let rules = std::sync::Arc::new(set);
+    let repeats = tariff::http::payment_required::Repeats::default();
+    let path_and_query = "/search?q=bitcoin+price";
+    let answer = |quote: &Quote| {
+        repeats.answer(
+            &rules,
+            quote,
+            true,
+            &route,
+            url,
+            path_and_query,
+            Some(&challenge),
+        )
+    };
+    answer(&quote);
+    answer(&quote);
+    assert_eq!(repeats.templates.built(), 1, "the template is built");
+    g.bench_function("templated_with_sign_in_challenge", |b| {
+        b.iter(|| answer(black_box(&quote)))
     });
     g.finish();
 }
