@@ -18,17 +18,17 @@
 //!   distinct requests never does, and at most [`CAPACITY`] are kept.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 
 use crate::money::UsdMicros;
-use crate::pricing::{Decision, RuleSet};
+use crate::pricing::{Decision, Generation, RuleSet};
 use crate::quote::RequestHash;
 
 /// How many decisions are kept (each ~100 bytes).
 pub const CAPACITY: usize = 4096;
 
 struct Entry {
-    rules: Weak<RuleSet>,
+    rules: Generation,
     rule: String,
     price: UsdMicros,
 }
@@ -48,8 +48,7 @@ impl Decisions {
     ) -> Option<Decision> {
         let map = self.lock();
         let e = map.get(&(*hash, body_size))?;
-        // Pointer equality is sound: the entry's `Weak` keeps the allocation from being reused.
-        std::ptr::eq(e.rules.as_ptr(), Arc::as_ptr(rules)).then(|| Decision::Priced {
+        e.rules.is(rules).then(|| Decision::Priced {
             rule: e.rule.clone(),
             price: e.price,
         })
@@ -73,7 +72,7 @@ impl Decisions {
         map.insert(
             (hash, body_size),
             Entry {
-                rules: Arc::downgrade(rules),
+                rules: Generation::of(rules),
                 rule: rule.to_string(),
                 price,
             },

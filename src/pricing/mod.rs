@@ -13,6 +13,6 @@ pub mod shadow;
 
 pub use reload::RulesHandle;
 pub use rules::{
-    DEFAULT_STORED_ANSWER_BYTES, Decision, LoadOptions, PaymentIdPolicy, PricingError, Route,
-    RuleError, RuleErrors, RuleSet, SettleTiming,
+    DEFAULT_STORED_ANSWER_BYTES, Decision, Generation, LoadOptions, PaymentIdPolicy, PricingError,
+    Route, RuleError, RuleErrors, RuleSet, SettleTiming,
 };

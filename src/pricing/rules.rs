@@ -92,6 +92,24 @@ pub struct PaymentIdPolicy {
     pub max_answer_bytes: usize,
 }
 
+/// Which loaded [`RuleSet`] something was derived from, without keeping it alive: what the
+/// gateway's caches (remembered decisions, kept 402s, 402 templates) check on every use, so a
+/// rules reload makes their entries stale at once.
+#[derive(Debug, Clone, Default)]
+pub struct Generation(std::sync::Weak<RuleSet>);
+
+impl Generation {
+    pub fn of(rules: &std::sync::Arc<RuleSet>) -> Self {
+        Generation(std::sync::Arc::downgrade(rules))
+    }
+
+    /// Whether `rules` is the set this was derived from. Pointer equality is sound: the `Weak`
+    /// keeps the allocation from being reused by a later set. The default is no set's.
+    pub fn is(&self, rules: &std::sync::Arc<RuleSet>) -> bool {
+        std::ptr::eq(self.0.as_ptr(), std::sync::Arc::as_ptr(rules))
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct RuleSet {
     pub routes: Vec<Arc<Route>>,

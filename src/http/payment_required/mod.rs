@@ -15,12 +15,12 @@ use serde_json::{Map, Value};
 
 use std::collections::HashMap;
 use std::ops::Range;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
 
 use crate::payment::scheme;
-use crate::pricing::{Route, RuleSet};
+use crate::pricing::{Generation, Route, RuleSet};
 use crate::quote::{Offer, Quote, QuoteId};
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -28,7 +28,7 @@ use serde_json::value::RawValue;
 use crate::x402::{self, siwx, v2};
 
 mod template;
-pub use template::{TEMPLATES, Templates};
+pub use template::Templates;
 
 pub const V2_ERROR: &str = "PAYMENT-SIGNATURE header is required";
 pub const V1_ERROR: &str = "X-PAYMENT header is required";
@@ -290,7 +290,7 @@ pub fn render(
 /// a copy instead of a render (see [`Repeats`]).
 struct Rendered {
     /// The rules it was rendered under (the route's discovery metadata is part of it).
-    rules: Weak<RuleSet>,
+    rules: Generation,
     url: Box<str>,
     v1_body: Bytes,
     v2_json: Bytes,
@@ -329,7 +329,7 @@ impl Rendered {
             Some(at..at + part.len())
         });
         Rendered {
-            rules: kept_under.map(Arc::downgrade).unwrap_or_default(),
+            rules: kept_under.map(Generation::of).unwrap_or_default(),
             url: resource_url.into(),
             v1_body: v1_body.into(),
             v2_json: v2.into(),
@@ -473,7 +473,7 @@ impl Repeats {
         }
         let kept = self.lock().get(&quote.id).cloned();
         if let Some(r) = kept
-            && std::ptr::eq(r.rules.as_ptr(), Arc::as_ptr(rules))
+            && r.rules.is(rules)
             && *r.url == *resource_url
         {
             let resp = match sign_in {

@@ -19,7 +19,7 @@
 
 use std::borrow::Cow;
 use std::ops::Range;
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use axum::http::HeaderValue;
 use axum::response::Response;
@@ -27,7 +27,7 @@ use bytes::Bytes;
 
 use super::{Rendered, V1_ERROR, V2_ERROR, respond, v1_json, v2_json_with};
 use crate::money::UsdMicros;
-use crate::pricing::{Route, RuleSet};
+use crate::pricing::{Generation, Route, RuleSet};
 use crate::quote::{Offer, Quote, QuoteId};
 use crate::x402::{self, siwx};
 
@@ -136,7 +136,7 @@ fn json_string_contents(s: &str) -> Cow<'_, [u8]> {
 /// What fixes a 402 apart from a template's values. The challenge's domain comes from the
 /// origin, its chains from the offers, its statement and schema setting are constant.
 struct Key {
-    rules: Weak<RuleSet>,
+    rules: Generation,
     route: String,
     method: String,
     price: UsdMicros,
@@ -147,7 +147,7 @@ struct Key {
 
 impl Key {
     fn matches(&self, at: &At<'_>) -> bool {
-        std::ptr::eq(self.rules.as_ptr(), Arc::as_ptr(at.rules))
+        self.rules.is(at.rules)
             && self.price == at.quote.price
             && self.sign_in == at.sign_in.is_some()
             && (Arc::ptr_eq(&self.offers, &at.quote.offers) || *self.offers == *at.quote.offers)
@@ -258,7 +258,7 @@ impl Templates {
         }
         keys.push((
             Key {
-                rules: Arc::downgrade(at.rules),
+                rules: Generation::of(at.rules),
                 route: at.route.id.clone(),
                 method: at.quote.method.clone(),
                 price: at.quote.price,
