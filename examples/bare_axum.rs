@@ -7,7 +7,14 @@
 //! with exactly those headers and body: the cost of a 402 of that size on the wire, with no
 //! work behind it, so a benchmark can tell the answer's size from the work that makes it.
 //!
-//!   cargo run --release --example bare_axum -- 127.0.0.1:PORT [HEADERS BODY]
+//! The floor of a new quote: `/replay402-memory` also writes one fresh quote per request into
+//! tariff's own in-memory store, and, given a Redis URL, `/replay402-redis` into tariff's own
+//! Redis store (and `/fixed402-redis`: the small fixed 402 plus that write). No fingerprint, no
+//! pricing, no rendering: what any server that answers with these bytes and keeps its quotes
+//! in that store pays at least, so a target above it cannot be met by making tariff's own work
+//! cheaper.
+//!
+//!   cargo run --release --example bare_axum -- 127.0.0.1:PORT [HEADERS BODY [REDIS_URL]]
 
 use axum::Router;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
@@ -15,6 +22,10 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use base64::Engine;
 use bytes::Bytes;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tariff::quote::{MemoryQuoteStore, Quote, QuoteId, QuoteStore, RedisQuoteStore, RequestHash};
+use tariff::time::Clock;
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -56,6 +67,57 @@ fn replayed_headers(dump: &str) -> HeaderMap {
     headers
 }
 
+/// A quote shaped like the ones tariff stores for the demo's `/search` (one offer, ~500 bytes
+/// as JSON), to be stamped with a fresh hash, id and times per request.
+fn prototype_quote() -> Quote {
+    serde_json::from_str(
+        r#"{"id":"q_00000000000000000000000000000000",
+            "request_hash":"0000000000000000000000000000000000000000000000000000000000000000",
+            "price":20000,"rule":{"route":"search","rule":"simple-lookup"},
+            "method":"GET","path":"/search",
+            "offers":[{"network":"eip155:84532","asset":"0x036CbD53842c5426634e7929541eC2318f3dCF7e",
+                       "amount":"20000","pay_to":"0x000000000000000000000000000000000000dEaD",
+                       "max_timeout_seconds":300,"eip712_name":"USDC","eip712_version":"2"}],
+            "created_at":0,"expires_at":0}"#,
+    )
+    .expect("the prototype quote parses")
+}
+
+/// Stamps out distinct quotes: a hash from a counter (distinct per request, as tariff's
+/// fingerprints are), a fresh id, and tariff's default five-minute expiry.
+struct Fresh {
+    prototype: Quote,
+    counter: AtomicU64,
+    clock: Clock,
+}
+
+impl Fresh {
+    fn next(&self) -> Arc<Quote> {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let hash = RequestHash(*blake3::hash(&n.to_le_bytes()).as_bytes());
+        let now = self.clock.now();
+        let mut quote = self.prototype.clone();
+        quote.id = QuoteId::for_request(&hash);
+        quote.request_hash = hash;
+        quote.created_at = now;
+        quote.expires_at = now.plus_secs(300);
+        Arc::new(quote)
+    }
+}
+
+/// Writes one fresh quote into `store`, then answers `answer`; a store error is a 503, so a
+/// benchmark that expects 402s counts it.
+async fn write_then<S: QuoteStore>(
+    store: &S,
+    fresh: &Fresh,
+    answer: axum::response::Response,
+) -> axum::response::Response {
+    match store.get_or_insert(fresh.next()).await {
+        Ok(_) => answer,
+        Err(_) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let mut args = std::env::args().skip(1);
@@ -67,40 +129,83 @@ async fn main() {
         )),
         _ => None,
     };
+    let redis_url = args.next();
     let (required, body) = fixed_402();
+    let fixed = {
+        let required = required.clone();
+        move || {
+            (
+                StatusCode::PAYMENT_REQUIRED,
+                [
+                    (
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("application/json"),
+                    ),
+                    (
+                        header::HeaderName::from_static("payment-required"),
+                        required.clone(),
+                    ),
+                ],
+                body,
+            )
+                .into_response()
+        }
+    };
+    let fresh = Arc::new(Fresh {
+        prototype: prototype_quote(),
+        counter: AtomicU64::new(0),
+        clock: Clock::System,
+    });
     let mut app = Router::new()
         .route("/hello", get(|| async { "hello" }))
-        .route(
-            "/fixed402",
+        .route("/fixed402", {
+            let fixed = fixed.clone();
             get(move || {
-                let required = required.clone();
-                async move {
-                    (
-                        StatusCode::PAYMENT_REQUIRED,
-                        [
-                            (
-                                header::CONTENT_TYPE,
-                                HeaderValue::from_static("application/json"),
-                            ),
-                            (
-                                header::HeaderName::from_static("payment-required"),
-                                required,
-                            ),
-                        ],
-                        body,
-                    )
-                        .into_response()
-                }
-            }),
-        );
+                let response = fixed();
+                async move { response }
+            })
+        });
     if let Some((headers, body)) = replay {
-        app = app.route(
-            "/replay402",
-            get(move || {
-                let (headers, body) = (headers.clone(), body.clone());
-                async move { (StatusCode::PAYMENT_REQUIRED, headers, body).into_response() }
-            }),
-        );
+        let replay =
+            move || (StatusCode::PAYMENT_REQUIRED, headers.clone(), body.clone()).into_response();
+        // The same capacity as tariff's memory store by default (`quotes.memory_capacity`).
+        let memory = MemoryQuoteStore::new(100_000, Clock::System);
+        app = app
+            .route("/replay402", {
+                let replay = replay.clone();
+                get(move || {
+                    let response = replay();
+                    async move { response }
+                })
+            })
+            .route("/replay402-memory", {
+                let (replay, fresh) = (replay.clone(), fresh.clone());
+                get(move || {
+                    let (memory, fresh, response) = (memory.clone(), fresh.clone(), replay());
+                    async move { write_then(&memory, &fresh, response).await }
+                })
+            });
+        if let Some(url) = redis_url {
+            // Tariff's own Redis store: the same auto-pipelined `SET NX PXAT GET` per quote.
+            let redis = RedisQuoteStore::connect(&url, "bare:")
+                .await
+                .expect("connecting to Redis");
+            app = app
+                .route("/replay402-redis", {
+                    let (replay, fresh, redis) = (replay.clone(), fresh.clone(), redis.clone());
+                    get(move || {
+                        let (redis, fresh, response) = (redis.clone(), fresh.clone(), replay());
+                        async move { write_then(&redis, &fresh, response).await }
+                    })
+                })
+                .route(
+                    "/fixed402-redis",
+                    get(move || {
+                        let (redis, fresh, response) = (redis.clone(), fresh.clone(), fixed());
+                        async move { write_then(&redis, &fresh, response).await }
+                    }),
+                );
+        }
     }
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
