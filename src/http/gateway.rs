@@ -43,7 +43,7 @@ async fn gateway(state: &AppState, req: Request) -> Result<Response, ApiError> {
         if !allowed.is_empty() && state.config.unpriced == UnpricedPolicy::Deny {
             return Err(ApiError::method_not_allowed(method, &path, &allowed));
         }
-        return unpriced(state, parts, body, &path).await;
+        return Box::pin(unpriced(state, parts, body, &path)).await;
     };
 
     check_content_length(&parts.headers, state.config.max_body_bytes)?;
@@ -129,7 +129,7 @@ async fn gateway(state: &AppState, req: Request) -> Result<Response, ApiError> {
         Decision::Free { rule } => {
             state.metrics.free_served(&route.id);
             tracing::debug!(route = %route.id, %rule, "free rule");
-            return forward(state, &parts, &path, &query_pairs, bytes, &parsed).await;
+            return Box::pin(forward(state, &parts, &path, &query_pairs, bytes, &parsed)).await;
         }
         Decision::Priced { rule, price } => (rule, price),
         Decision::External {
@@ -149,7 +149,7 @@ async fn gateway(state: &AppState, req: Request) -> Result<Response, ApiError> {
                 None => {
                     let req = PricerRequest::new(&route.id, &rule, &view, body_value);
                     let (price, _source) =
-                        external_price(&state.http_client, &pricer, &clamp, &req).await;
+                        Box::pin(external_price(&state.http_client, &pricer, &clamp, &req)).await;
                     (rule, price)
                 }
             }
@@ -159,7 +159,7 @@ async fn gateway(state: &AppState, req: Request) -> Result<Response, ApiError> {
         // A rule that computes zero for this request makes it free; an x402 offer of 0 is
         // meaningless and some clients reject it.
         state.metrics.free_served(&route.id);
-        return forward(state, &parts, &path, &query_pairs, bytes, &parsed).await;
+        return Box::pin(forward(state, &parts, &path, &query_pairs, bytes, &parsed)).await;
     }
 
     let metered = route
@@ -213,14 +213,22 @@ async fn gateway(state: &AppState, req: Request) -> Result<Response, ApiError> {
         body: body_value,
     };
     if let Some(payment) = paid::payment_header(&parts.headers)? {
-        return paid::serve_paid(state, payment, &issued.quote, issued.created, req, bytes).await;
+        return Box::pin(paid::serve_paid(
+            state,
+            payment,
+            &issued.quote,
+            issued.created,
+            req,
+            bytes,
+        ))
+        .await;
     }
     if let Some(key) = credits::tariff_key(&parts.headers) {
-        let account = credits::accounts(state)?.authenticate(key).await?;
-        return credits::serve_with_credits(state, account, req, bytes).await;
+        let account = Box::pin(credits::accounts(state)?.authenticate(key)).await?;
+        return Box::pin(credits::serve_with_credits(state, account, req, bytes)).await;
     }
     if let Some(signed) = parts.headers.get(crate::x402::siwx::HEADER) {
-        return sign_in::serve_signed_in(state, signed, req, bytes).await;
+        return Box::pin(sign_in::serve_signed_in(state, signed, req, bytes)).await;
     }
     let challenge = sign_in::challenge(state, &issued.quote, &url);
     Ok(state.repeats.answer(

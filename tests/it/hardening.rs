@@ -1,6 +1,7 @@
 //! The listener against slow and hostile clients, over real TCP: slowloris connections are cut
 //! at the header-read timeout and cannot starve the connection cap, oversized or overlong heads
-//! get 431, and a trickled body gets 408 with nothing quoted.
+//! get 431, a trickled body gets 408 with nothing quoted, and a request in the gateway holds a
+//! small future.
 
 use std::time::{Duration, Instant};
 
@@ -152,4 +153,23 @@ async fn oversized_heads_are_refused_with_431_and_trickled_bodies_with_408() {
         0,
         "nothing quoted"
     );
+}
+
+/// Every request in the gateway holds its future for as long as it takes, a slow client's body
+/// upload included, so its size is memory per connection (up to `max_connections` of them).
+/// The paid, credits, sign-in, forwarding and external-pricer branches are boxed: inline, their
+/// state made every 402's future ~4× larger (~8 KB against ~2 KB in this test build), held and
+/// copied by requests that never take those branches.
+#[tokio::test]
+async fn a_request_in_the_gateway_holds_a_small_future() {
+    let app = TestApp::start(&repo_rules(), &[]).await;
+    let request = axum::http::Request::get("/search?q=bitcoin+price")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let future = tariff::http::gateway::handle(axum::extract::State(app.state.clone()), request);
+    let size = std::mem::size_of_val(&future);
+    assert!(size <= 3 * 1024, "the gateway's future is {size} bytes");
+    // It is a real request's future: it runs to the 402.
+    let response = future.await;
+    assert_eq!(response.status(), 402);
 }
