@@ -196,15 +196,15 @@ fn bench_pricing(c: &mut Criterion) {
     let repeats = tariff::http::payment_required::Repeats::default();
     let path_and_query = "/search?q=bitcoin+price";
     let answer = |quote: &Quote| {
-        repeats.answer(
-            &rules,
+        repeats.answer(&tariff::http::payment_required::Asked {
+            rules: &rules,
             quote,
-            true,
-            &route,
-            url,
+            created: true,
+            route: &route,
+            resource_url: url,
             path_and_query,
-            Some(&challenge),
-        )
+            sign_in: Some(&challenge),
+        })
     };
     answer(&quote);
     answer(&quote);

@@ -15,6 +15,7 @@ use super::AppState;
 use super::credits;
 use super::error::ApiError;
 use super::paid;
+use super::payment_required::Asked;
 use super::request::{
     ParsedBody, canonical_path, check_content_length, declared_headers, parse_body, parse_query,
 };
@@ -231,15 +232,15 @@ async fn gateway(state: &AppState, req: Request) -> Result<Response, ApiError> {
         return Box::pin(sign_in::serve_signed_in(state, signed, req, bytes)).await;
     }
     let challenge = sign_in::challenge(state, &issued.quote, &url);
-    Ok(state.repeats.answer(
-        &rules,
-        &issued.quote,
-        issued.created,
+    Ok(state.repeats.answer(&Asked {
+        rules: &rules,
+        quote: &issued.quote,
+        created: issued.created,
         route,
-        &url,
+        resource_url: &url,
         path_and_query,
-        challenge.as_ref(),
-    ))
+        sign_in: challenge.as_ref(),
+    }))
 }
 
 /// The quote store failed: fail closed, nothing is served unpriced.

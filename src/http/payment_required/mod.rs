@@ -439,25 +439,37 @@ pub struct Repeats {
     pub templates: Templates,
 }
 
+/// What the gateway asks [`Repeats::answer`] for: the 402 of `quote`, priced by `rules` on
+/// `route`, for a client that used `resource_url` and, when it may sign in, with the challenge.
+pub struct Asked<'a> {
+    pub rules: &'a Arc<RuleSet>,
+    pub quote: &'a Quote,
+    /// Whether this request created the quote (false: a repeat found it open).
+    pub created: bool,
+    pub route: &'a Route,
+    /// The absolute URL the client used; it ends with `path_and_query`.
+    pub resource_url: &'a str,
+    pub path_and_query: &'a str,
+    pub sign_in: Option<&'a siwx::Challenge>,
+}
+
 /// How many repeated 402s are kept (each ~7 KB: the v2 JSON, its base64 and the v1 body).
 pub const REPEATS: usize = 256;
 
 impl Repeats {
     /// The 402 for a quote from the gateway (no error message): from the stored bytes when the
     /// quote was answered before (`created` false) under the same rules and URL, else rendered
-    /// (and kept, for a repeat); a new quote's from its template. `resource_url` ends with the
-    /// request's `path_and_query`.
-    #[allow(clippy::too_many_arguments)]
-    pub fn answer(
-        &self,
-        rules: &Arc<RuleSet>,
-        quote: &Quote,
-        created: bool,
-        route: &Route,
-        resource_url: &str,
-        path_and_query: &str,
-        sign_in: Option<&siwx::Challenge>,
-    ) -> Response {
+    /// (and kept, for a repeat); a new quote's from its template.
+    pub fn answer(&self, asked: &Asked<'_>) -> Response {
+        let &Asked {
+            rules,
+            quote,
+            created,
+            route,
+            resource_url,
+            path_and_query,
+            sign_in,
+        } = asked;
         if created {
             return match template::At::new(
                 rules,
