@@ -34,6 +34,9 @@ pub async fn handle(State(state): State<AppState>, req: Request) -> Response {
     }
 }
 
+/// The branches a 402 never takes (unpriced, free, the seller's pricer, paid, credits, signed
+/// in) are awaited boxed: inline, their state made this future ~4× larger, and every request,
+/// a slow upload's included, holds it for its whole life (`tests/it/hardening.rs`).
 async fn gateway(state: &AppState, req: Request) -> Result<Response, ApiError> {
     let (parts, body) = req.into_parts();
     let path = canonical_path(&parts.uri)?;
