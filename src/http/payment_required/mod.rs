@@ -467,18 +467,11 @@ impl Repeats {
             created,
             route,
             resource_url,
-            path_and_query,
             sign_in,
+            ..
         } = asked;
         if created {
-            return match template::At::new(
-                rules,
-                quote,
-                route,
-                resource_url,
-                path_and_query,
-                sign_in,
-            ) {
+            return match template::At::new(asked) {
                 Some(at) => self.templates.answer(&at),
                 None => render(quote, route, resource_url, None, sign_in),
             };

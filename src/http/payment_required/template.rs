@@ -25,9 +25,9 @@ use axum::http::HeaderValue;
 use axum::response::Response;
 use bytes::Bytes;
 
-use super::{Rendered, V1_ERROR, V2_ERROR, respond, v1_json, v2_json_with};
+use super::{Asked, Rendered, V1_ERROR, V2_ERROR, respond, v1_json, v2_json_with};
 use crate::money::UsdMicros;
-use crate::pricing::{Generation, Route, RuleSet};
+use crate::pricing::Generation;
 use crate::quote::{Offer, Quote, QuoteId};
 use crate::x402::{self, siwx};
 
@@ -147,12 +147,13 @@ struct Key {
 
 impl Key {
     fn matches(&self, at: &At<'_>) -> bool {
-        self.rules.is(at.rules)
-            && self.price == at.quote.price
-            && self.sign_in == at.sign_in.is_some()
-            && (Arc::ptr_eq(&self.offers, &at.quote.offers) || *self.offers == *at.quote.offers)
-            && self.route == at.route.id
-            && self.method == at.quote.method
+        self.rules.is(at.asked.rules)
+            && self.price == at.asked.quote.price
+            && self.sign_in == at.asked.sign_in.is_some()
+            && (Arc::ptr_eq(&self.offers, &at.asked.quote.offers)
+                || *self.offers == *at.asked.quote.offers)
+            && self.route == at.asked.route.id
+            && self.method == at.asked.quote.method
             && *self.origin == *at.origin
     }
 }
@@ -173,37 +174,18 @@ struct Template {
     price: HeaderValue,
 }
 
-/// The request a 402 is for.
+/// The request a 402 is for: what the gateway asked, and the origin its URL starts with.
 pub(super) struct At<'a> {
-    pub rules: &'a Arc<RuleSet>,
-    pub quote: &'a Quote,
-    pub route: &'a Route,
-    pub url: &'a str,
-    pub path_and_query: &'a str,
+    pub asked: &'a Asked<'a>,
     pub origin: &'a str,
-    pub sign_in: Option<&'a siwx::Challenge>,
 }
 
 impl<'a> At<'a> {
-    /// `None` when `url` does not end with `path_and_query` (it always does from the gateway).
-    pub fn new(
-        rules: &'a Arc<RuleSet>,
-        quote: &'a Quote,
-        route: &'a Route,
-        url: &'a str,
-        path_and_query: &'a str,
-        sign_in: Option<&'a siwx::Challenge>,
-    ) -> Option<Self> {
-        let origin = url.strip_suffix(path_and_query)?;
-        (quote.topup.is_none()).then_some(At {
-            rules,
-            quote,
-            route,
-            url,
-            path_and_query,
-            origin,
-            sign_in,
-        })
+    /// `None` for a top-up's quote, or when the URL does not end with the path and query (it
+    /// always does from the gateway).
+    pub fn new(asked: &'a Asked<'a>) -> Option<Self> {
+        let origin = asked.resource_url.strip_suffix(asked.path_and_query)?;
+        (asked.quote.topup.is_none()).then_some(At { asked, origin })
     }
 }
 
@@ -236,7 +218,7 @@ impl Templates {
         let state = match build(at, &rendered) {
             Some(t) => State::Built(Arc::new(t)),
             None => {
-                tracing::warn!(route = %at.route.id, "a 402 template did not reproduce its render; rendering this route's 402s in full");
+                tracing::warn!(route = %at.asked.route.id, "a 402 template did not reproduce its render; rendering this route's 402s in full");
                 State::Refused
             }
         };
@@ -258,13 +240,13 @@ impl Templates {
         }
         keys.push((
             Key {
-                rules: Generation::of(at.rules),
-                route: at.route.id.clone(),
-                method: at.quote.method.clone(),
-                price: at.quote.price,
-                offers: at.quote.offers.clone(),
+                rules: Generation::of(at.asked.rules),
+                route: at.asked.route.id.clone(),
+                method: at.asked.quote.method.clone(),
+                price: at.asked.quote.price,
+                offers: at.asked.quote.offers.clone(),
                 origin: at.origin.into(),
-                sign_in: at.sign_in.is_some(),
+                sign_in: at.asked.sign_in.is_some(),
             },
             state,
         ));
@@ -285,11 +267,18 @@ impl Templates {
 
 /// The 402 rendered in full, as without templates.
 fn full(at: &At<'_>) -> Rendered {
-    Rendered::new(at.quote, at.route, at.url, None, at.sign_in, None)
+    Rendered::new(
+        at.asked.quote,
+        at.asked.route,
+        at.asked.resource_url,
+        None,
+        at.asked.sign_in,
+        None,
+    )
 }
 
 fn fill(template: &Template, at: &At<'_>) -> Response {
-    let values = Values::of(at.quote, at.path_and_query, at.sign_in);
+    let values = Values::of(at.asked.quote, at.asked.path_and_query, at.asked.sign_in);
     let v2 = template.v2.fill(&values);
     let v1 = template.v1.fill(&values);
     if cfg!(debug_assertions) {
@@ -305,7 +294,7 @@ fn fill(template: &Template, at: &At<'_>) -> Response {
     respond(
         Bytes::from(v1),
         Bytes::from(base64),
-        HeaderValue::from_str(at.quote.id.as_str()).expect("a quote id is ASCII"),
+        HeaderValue::from_str(at.asked.quote.id.as_str()).expect("a quote id is ASCII"),
         template.price.clone(),
     )
 }
@@ -315,22 +304,22 @@ fn fill(template: &Template, at: &At<'_>) -> Response {
 fn build(at: &At<'_>, rendered: &Rendered) -> Option<Template> {
     let probe_quote = Quote {
         id: QuoteId::try_from(ID_SENTINEL.to_string()).ok()?,
-        ..at.quote.clone()
+        ..at.asked.quote.clone()
     };
     let probe_url = format!("{}{PATH_SENTINEL}", at.origin);
-    let probe_challenge = at.sign_in.map(|c| siwx::Challenge {
+    let probe_challenge = at.asked.sign_in.map(|c| siwx::Challenge {
         uri: probe_url.clone(),
         nonce: NONCE_SENTINEL.into(),
         ..c.clone()
     });
     let (v2, _) = v2_json_with(
         &probe_quote,
-        at.route,
+        at.asked.route,
         &probe_url,
         V2_ERROR,
         probe_challenge.as_ref(),
     );
-    let v1 = v1_json(&probe_quote, at.route, &probe_url, V1_ERROR);
+    let v1 = v1_json(&probe_quote, at.asked.route, &probe_url, V1_ERROR);
     let varying = probe_challenge.as_ref().map(siwx::Challenge::varying_part);
     let marks = [
         (PATH_SENTINEL.as_bytes(), Piece::PathAndQuery),
@@ -345,7 +334,7 @@ fn build(at: &At<'_>, rendered: &Rendered) -> Option<Template> {
         v1: Layout::split(v1, &marks),
         price: rendered.price.clone(),
     };
-    let values = Values::of(at.quote, at.path_and_query, at.sign_in);
+    let values = Values::of(at.asked.quote, at.asked.path_and_query, at.asked.sign_in);
     let exact = *template.v2.fill(&values) == *rendered.v2_json
         && *template.v1.fill(&values) == *rendered.v1_body;
     exact.then_some(template)
@@ -356,6 +345,7 @@ mod tests {
     use super::*;
     use crate::pricing::expr::ExprEnv;
     use crate::pricing::rules::{DEFAULT_STORED_ANSWER_BYTES, LoadOptions, load_sources};
+    use crate::pricing::{Route, RuleSet};
     use crate::quote::{OfferScheme, RequestHash, RuleRef, TransferMethod};
     use crate::time::UnixMillis;
     use crate::x402::Network;
@@ -442,6 +432,26 @@ mod tests {
         }
     }
 
+    /// A new quote's 402 as the gateway asks for it.
+    fn asked<'a>(
+        rules: &'a Arc<RuleSet>,
+        quote: &'a Quote,
+        route: &'a Route,
+        url: &'a str,
+        path_and_query: &'a str,
+        sign_in: Option<&'a siwx::Challenge>,
+    ) -> Asked<'a> {
+        Asked {
+            rules,
+            quote,
+            created: true,
+            route,
+            resource_url: url,
+            path_and_query,
+            sign_in,
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(256))]
         /// A template built from one request's 402 gives any other request of its key exactly
@@ -469,14 +479,16 @@ mod tests {
             let url1 = format!("{origin}{first_path}");
             let c1 = challenge(&url1, nonces.0, now_ms, schemas);
             let c1 = sign_in.then_some(&c1);
-            let at1 = At::new(&rules, &q1, route, &url1, &first_path, c1).unwrap();
+            let a1 = asked(&rules, &q1, route, &url1, &first_path, c1);
+            let at1 = At::new(&a1).unwrap();
             let template = build(&at1, &full(&at1)).expect("the template reproduces its render");
             // Another request of the same key.
             let q2 = quote(bits.1, method, price, &offers);
             let url2 = format!("{origin}{path}");
             let c2 = challenge(&url2, nonces.1, now_ms + 1, schemas);
             let c2 = sign_in.then_some(&c2);
-            let at2 = At::new(&rules, &q2, route, &url2, &path, c2).unwrap();
+            let a2 = asked(&rules, &q2, route, &url2, &path, c2);
+            let at2 = At::new(&a2).unwrap();
             let values = Values::of(&q2, &path, c2);
             let rendered = full(&at2);
             prop_assert_eq!(String::from_utf8(template.v2.fill(&values)).unwrap(), String::from_utf8(rendered.v2_json.to_vec()).unwrap());
@@ -493,7 +505,8 @@ mod tests {
         let answer = |bits: u128, pq: &str, origin: &str, price: u64| {
             let q = quote(bits, "GET", price, &offers);
             let url = format!("{origin}{pq}");
-            let at = At::new(&rules, &q, route, &url, pq, None).unwrap();
+            let a = asked(&rules, &q, route, &url, pq, None);
+            let at = At::new(&a).unwrap();
             templates.answer(&at).status()
         };
         assert_eq!(answer(1, "/search?q=a", "http://h", 20_000), 402);
@@ -504,15 +517,15 @@ mod tests {
         assert_eq!(templates.built(), 1, "used, not built again");
         // A request that raced the build and saw the key unknown does not undo the template.
         let q = quote(9, "GET", 20_000, &offers);
-        let at = At::new(
+        let a = asked(
             &rules,
             &q,
             route,
             "http://h/search?q=i",
             "/search?q=i",
             None,
-        )
-        .unwrap();
+        );
+        let at = At::new(&a).unwrap();
         templates.remember(&at, State::Seen);
         assert_eq!(templates.built(), 1);
         // Another origin, or another price, is another key.
@@ -525,15 +538,15 @@ mod tests {
         let reloaded = self::rules(true);
         let (route2, _) = reloaded.match_route("GET", "/search").unwrap();
         let q = quote(8, "GET", 20_000, &offers);
-        let at = At::new(
+        let a = asked(
             &reloaded,
             &q,
             route2,
             "http://h/search?q=h",
             "/search?q=h",
             None,
-        )
-        .unwrap();
+        );
+        let at = At::new(&a).unwrap();
         templates.answer(&at);
         assert_eq!(templates.built(), 3, "a new rules generation starts unseen");
     }
@@ -547,7 +560,8 @@ mod tests {
         for price in 0..(TEMPLATES as u64 + 10) {
             for bits in 0..2 {
                 let q = quote(bits, "GET", 1 + price, &offers);
-                let at = At::new(&rules, &q, route, "http://h/s", "/s", None).unwrap();
+                let a = asked(&rules, &q, route, "http://h/s", "/s", None);
+                let at = At::new(&a).unwrap();
                 templates.answer(&at);
             }
         }
